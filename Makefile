@@ -1,0 +1,50 @@
+# Bulkhead: embedded Linux images that an update or a power cut cannot brick.
+#   make image BOARD=raspberrypi3   build deploy/<board>/ (image, xz, bmap, SBOM, checksums)
+#   make test                       the whole suite (unit, filesystem, QEMU boots)
+# See README.md.
+
+BOARD ?= raspberrypi3
+GO ?= go
+# The same inputs give the same image bytes: the build time is the last
+# commit's time unless the caller fixes it.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 1700000000)
+VERSION ?= $(shell git describe --tags --always 2>/dev/null || echo 0.0.0-dev)
+export SOURCE_DATE_EPOCH
+
+BUILDER := build/bin/builder
+
+.PHONY: all image lock qemu test test-short bench torture deps-image deps-test go-check clean FORCE
+
+all: image
+
+go-check:
+	@command -v $(GO) >/dev/null 2>&1 || { echo "bulkhead: Go is not installed: install Go 1.26 or newer (https://go.dev/doc/install)" >&2; exit 1; }
+
+deps-image:
+	@sh scripts/install-deps.sh image
+
+deps-test:
+	@sh scripts/install-deps.sh test
+
+$(BUILDER): go-check FORCE
+	@$(GO) build -trimpath -o $@ ./builder
+
+image: deps-image $(BUILDER)
+	$(BUILDER) image -board $(BOARD) -version $(VERSION)
+
+lock: $(BUILDER)
+	$(BUILDER) lock -board $(BOARD)
+
+qemu: deps-test $(BUILDER)
+	$(BUILDER) qemu -board $(BOARD) -version $(VERSION)
+
+test: deps-test go-check
+	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "bulkhead: gofmt needed on the files above" >&2; exit 1; }
+	$(GO) vet ./...
+	$(GO) test -timeout 28m ./...
+
+bench: deps-test $(BUILDER)
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 30m ./tests/bench/
+
+clean:
+	rm -rf build deploy

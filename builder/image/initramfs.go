@@ -1,0 +1,68 @@
+package image
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+
+	"github.com/bulkhead-os/bulkhead/builder/initramfs"
+)
+
+// initramfsConfig is /etc/bulkhead/initramfs.json, read by rootfs/cmd/initramfs.
+type initramfsConfig struct {
+	Kernel   string         `json:"kernel"`
+	Board    string         `json:"board"`
+	Modules  []string       `json:"modules"`
+	Watchdog watchdogConfig `json:"watchdog"`
+}
+
+type watchdogConfig struct {
+	Modules []string `json:"modules,omitempty"`
+	Device  string   `json:"device,omitempty"`
+	Timeout int      `json:"timeout,omitempty"`
+}
+
+// initramfs writes the gzip newc archive the bootloader loads next to the
+// kernel: the initramfs /init, its configuration and the modules it loads.
+func (b *Build) initramfs(ctx context.Context) error {
+	bd := b.cfg.Board
+	conf := initramfsConfig{
+		Kernel: b.kernelVersion,
+		Board:  bd.Name,
+		Watchdog: watchdogConfig{
+			Modules: bd.Watchdog.Modules,
+			Device:  bd.Watchdog.Device,
+			Timeout: bd.Watchdog.Timeout,
+		},
+	}
+	modDir := path.Join("lib/modules", b.kernelVersion)
+	files := []initramfs.File{
+		{Path: "init", Mode: 0o755, Source: filepath.Join(b.binDir, "initramfs-init")},
+	}
+	for _, d := range []string{"dev", "proc", "sys", "run", "newroot", "etc/bulkhead"} {
+		files = append(files, initramfs.File{Path: d, Mode: os.ModeDir | 0o755})
+	}
+	for _, m := range b.modules {
+		conf.Modules = append(conf.Modules, m.rel)
+		files = append(files, initramfs.File{Path: path.Join(modDir, m.rel), Mode: 0o644, Source: m.src})
+	}
+	data, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		return err
+	}
+	files = append(files, initramfs.File{Path: "etc/bulkhead/initramfs.json", Mode: 0o644, Data: append(data, '\n')})
+
+	b.initrd = b.work("initrd.img")
+	f, err := os.Create(b.initrd)
+	if err != nil {
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	if err := initramfs.Write(f, files, initramfs.Options{Time: b.cfg.Epoch, Compression: "gzip"}); err != nil {
+		f.Close()
+		return fmt.Errorf("initramfs: %w", err)
+	}
+	return f.Close()
+}

@@ -1,0 +1,152 @@
+package image
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/bulkhead-os/bulkhead/builder/bmap"
+	"github.com/bulkhead-os/bulkhead/builder/compress"
+	"github.com/bulkhead-os/bulkhead/builder/debian"
+	"github.com/bulkhead-os/bulkhead/builder/sbom"
+	"golang.org/x/sync/errgroup"
+)
+
+// outputs writes every output into a private directory beside OutDir and
+// renames them into place only when all are complete, so a failed build
+// never leaves a partial image in deploy/.
+func (b *Build) outputs(ctx context.Context) (*Result, error) {
+	if err := os.MkdirAll(b.cfg.OutDir, 0o755); err != nil {
+		return nil, err
+	}
+	stage, err := os.MkdirTemp(b.cfg.OutDir, ".partial-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(stage)
+
+	base := fmt.Sprintf("%s-%s-%s", b.cfg.Name, b.cfg.Board.Name, b.cfg.Version)
+	img := filepath.Join(stage, base+".img")
+	if err := os.Rename(b.diskImage, img); err != nil {
+		return nil, err
+	}
+	names := []string{base + ".img", base + ".img.bmap", base + ".spdx.json"}
+	g, gctx := errgroup.WithContext(ctx)
+	if b.cfg.Compress {
+		names = append(names, base+".img.xz")
+		g.Go(func() error {
+			return compress.XZ(gctx, img, filepath.Join(stage, base+".img.xz"), func(done, total int64) {
+				b.cfg.Progress(Event{Phase: "xz", Item: base + ".img.xz", Done: done, Total: total})
+			})
+		})
+	}
+	g.Go(func() error {
+		f, err := os.Create(filepath.Join(stage, base+".img.bmap"))
+		if err != nil {
+			return err
+		}
+		if err := bmap.Write(f, img); err != nil {
+			f.Close()
+			return fmt.Errorf("bmap: %w", err)
+		}
+		return f.Close()
+	})
+	g.Go(func() error { return b.writeSBOM(filepath.Join(stage, base+".spdx.json")) })
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	sort.Strings(names)
+	var sums strings.Builder
+	for _, n := range names {
+		sum, err := fileSHA256(filepath.Join(stage, n))
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&sums, "%s  %s\n", sum, n)
+	}
+	if err := os.WriteFile(filepath.Join(stage, "SHA256SUMS"), []byte(sums.String()), 0o644); err != nil {
+		return nil, err
+	}
+	// Publish. Each rename is atomic; SHA256SUMS goes last so that a reader
+	// who trusts it only ever sees complete files.
+	for _, n := range append(names, "SHA256SUMS") {
+		if err := os.Rename(filepath.Join(stage, n), filepath.Join(b.cfg.OutDir, n)); err != nil {
+			return nil, fmt.Errorf("publish %s: %w", n, err)
+		}
+	}
+	res := &Result{
+		Image: filepath.Join(b.cfg.OutDir, base+".img"),
+		Bmap:  filepath.Join(b.cfg.OutDir, base+".img.bmap"),
+		SBOM:  filepath.Join(b.cfg.OutDir, base+".spdx.json"),
+		Sums:  filepath.Join(b.cfg.OutDir, "SHA256SUMS"),
+		Slot:  b.slotImage,
+	}
+	if b.cfg.Compress {
+		res.XZ = res.Image + ".xz"
+	}
+	return res, nil
+}
+
+func (b *Build) writeSBOM(path string) error {
+	doc := sbom.Document{
+		Name:    fmt.Sprintf("%s-%s-%s", b.cfg.Name, b.cfg.Board.Name, b.cfg.Version),
+		Version: b.cfg.Version,
+		Created: b.cfg.Epoch,
+		Creator: "Tool: bulkhead-builder",
+	}
+	for _, in := range b.pins {
+		p := in.pin
+		lic := debian.Licenses(b.trees[p.Name], p.Name)
+		doc.Packages = append(doc.Packages, sbom.Package{
+			Kind:             "deb",
+			Name:             p.Name,
+			Version:          p.Version,
+			Arch:             p.Arch,
+			Supplier:         "Organization: Debian",
+			License:          sbom.LicenseExpression(lic),
+			DownloadLocation: "pool:" + p.Filename,
+			SHA256:           p.SHA256,
+		})
+	}
+	seen := map[string]bool{}
+	for _, p := range programs {
+		mods, err := sbom.GoModules(filepath.Join(b.binDir, p.name))
+		if err != nil {
+			return err
+		}
+		for _, m := range mods {
+			if !seen[m.Name+"@"+m.Version] {
+				seen[m.Name+"@"+m.Version] = true
+				doc.Packages = append(doc.Packages, m)
+			}
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := sbom.Write(f, doc); err != nil {
+		f.Close()
+		return fmt.Errorf("sbom: %w", err)
+	}
+	return f.Close()
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hash %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
