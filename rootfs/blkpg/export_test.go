@@ -1,0 +1,7 @@
+package blkpg
+
+import "unsafe"
+
+// PartitionSize and ArgSize expose the struct sizes to the layout test.
+func PartitionSize() uintptr { return unsafe.Sizeof(partition{}) }
+func ArgSize() uintptr       { return unsafe.Sizeof(ioctlArg{}) }
