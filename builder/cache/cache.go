@@ -205,7 +205,7 @@ func (c *Cache) Verify(digest string) error {
 		if rerr := os.Remove(p); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
 			return fmt.Errorf("cache entry %s is corrupt (%d bytes hash to %s) and could not be deleted: %v: delete it by hand", p, n, got, rerr)
 		}
-		return fmt.Errorf("cache entry %s: %w (%d bytes hash to %s); it was deleted, download it again", p, ErrCorrupt, n, got)
+		return fmt.Errorf("cache entry %s is corrupt: %w (%d bytes hash to %s); it was deleted, run the build again to download it again", p, ErrCorrupt, n, got)
 	}
 	return nil
 }

@@ -256,8 +256,8 @@ func (c *closure) satisfied(group []relation) bool {
 }
 
 // choose picks the package that satisfies group: the first alternative that
-// can be satisfied, by its highest matching version, else by its only
-// provider. It never picks a second version of a selected package.
+// can be satisfied, by its highest matching version, else through Provides
+// (see Closure). It never picks a second version of a selected package.
 func (c *closure) choose(group []relation) (*Package, error) {
 	var problems []string
 	for _, r := range group {
@@ -288,6 +288,9 @@ func (c *closure) choose(group []relation) (*Package, error) {
 				}
 			}
 		}
+		if len(provs) > 1 {
+			provs = preferEssentialPriority(provs)
+		}
 		switch len(provs) {
 		case 0:
 			problems = append(problems, fmt.Sprintf("%s: no such package", r))
@@ -302,6 +305,24 @@ func (c *closure) choose(group []relation) (*Package, error) {
 		}
 	}
 	return nil, fmt.Errorf("%s", strings.Join(problems, "; "))
+}
+
+// preferEssentialPriority narrows several providers of a virtual package
+// to the one with Priority required or important, if there is exactly one:
+// that is the provider every Debian system has (debootstrap installs those
+// priorities), e.g. mawk for awk. Otherwise all are returned, and the caller
+// reports the choice to the user instead of guessing.
+func preferEssentialPriority(provs []*Package) []*Package {
+	var top []*Package
+	for _, p := range provs {
+		if p.Priority == "required" || p.Priority == "important" {
+			top = append(top, p)
+		}
+	}
+	if len(top) == 1 {
+		return top
+	}
+	return provs
 }
 
 // highestProviding returns the highest version of package name whose
@@ -330,7 +351,10 @@ func (c *closure) add(p *Package) {
 // Names in exclude count as satisfied and are not followed (the image
 // provides them another way). Alternatives take the first one that can be
 // satisfied, unless a later one is already selected; version restrictions
-// and versioned Provides are honoured; multiarch qualifiers are ignored.
+// and versioned Provides are honoured; multiarch qualifiers are ignored. A
+// virtual package is satisfied by its only provider, or among several by
+// the only one of Priority required or important (mawk for awk); any other
+// choice is an error listing the providers, so the board names one.
 //
 // Recommends, Suggests, Conflicts and Breaks are not considered: an image
 // is assembled from explicit inputs, not upgraded in place, and Essential

@@ -93,6 +93,12 @@ func ParseSourcesList(r io.Reader) ([]Source, error) {
 			rest = strings.TrimSpace(rest[end+1:])
 		}
 		f := strings.Fields(rest)
+		// cdrom:[Debian GNU/Linux 12]/ has blanks inside its brackets.
+		if len(f) > 0 && strings.Contains(f[0], "[") && !strings.Contains(f[0], "]") {
+			for len(f) > 1 && !strings.Contains(f[0], "]") {
+				f = append([]string{f[0] + " " + f[1]}, f[2:]...)
+			}
+		}
 		if len(f) < 2 {
 			return nil, fmt.Errorf("line %d: want %s uri suite [component ...]", n, typ)
 		}

@@ -25,6 +25,10 @@ import (
 const (
 	ioctlBLKPG = 0x1269
 
+	// ioctlBLKRRPART is BLKRRPART = _IO(0x12, 95) = 0x125f: re-read the
+	// whole table. It fails with EBUSY while any partition is open.
+	ioctlBLKRRPART = 0x125f
+
 	opAdd    = 1
 	opDelete = 2
 	opResize = 3
@@ -70,6 +74,28 @@ func Add(disk *os.File, n int, start, length int64) error {
 // EBUSY while the partition is open.
 func Delete(disk *os.File, n int) error {
 	return do(disk, opDelete, n, 0, 0, "delete")
+}
+
+// Reread makes the kernel drop its partitions of disk and parse the table
+// again. It needs every partition closed; the initramfs uses it before
+// mounting anything, for the case where the kernel found no usable table at
+// probe time (a GPT whose rewrite a power cut interrupted; see
+// parttable.GrowLast).
+func Reread(disk *os.File) error {
+	raw, err := disk.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("re-read partitions of %s: %w", disk.Name(), err)
+	}
+	var errno unix.Errno
+	if err := raw.Control(func(fd uintptr) {
+		_, _, errno = unix.Syscall(unix.SYS_IOCTL, fd, ioctlBLKRRPART, 0)
+	}); err != nil {
+		return fmt.Errorf("re-read partitions of %s: %w", disk.Name(), err)
+	}
+	if errno != 0 {
+		return fmt.Errorf("re-read partitions of %s: %w", disk.Name(), errno)
+	}
+	return nil
 }
 
 func do(disk *os.File, op int32, n int, start, length int64, verb string) error {

@@ -22,6 +22,9 @@ func TestStructLayoutMatchesKernel(t *testing.T) {
 	if got, want := blkpg.ArgSize(), unsafe.Sizeof(unix.BlkpgIoctlArg{}); got != want {
 		t.Errorf("struct blkpg_ioctl_arg is %d bytes here, %d in the kernel", got, want)
 	}
+	if blkpg.IoctlBLKRRPART != unix.BLKRRPART {
+		t.Errorf("BLKRRPART = %#x, kernel header says %#x", blkpg.IoctlBLKRRPART, unix.BLKRRPART)
+	}
 	if unix.BLKPG_RESIZE_PARTITION != 3 || unix.BLKPG_ADD_PARTITION != 1 || unix.BLKPG_DEL_PARTITION != 2 {
 		t.Error("BLKPG op numbers changed in the kernel headers")
 	}

@@ -21,16 +21,14 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bulkhead-os/bulkhead/rootfs/blkpg"
+	"github.com/bulkhead-os/bulkhead/rootfs/parttable"
 )
 
 // GrowFunc rewrites the partition table on dev so that its last partition
 // ends at the end of the medium, calling sync to make each step durable, and
 // returns whether it changed anything and the partition's size in bytes.
-// parttable.GrowLast has this signature.
-type GrowFunc func(dev interface {
-	io.ReaderAt
-	io.WriterAt
-}, diskSize int64, sync func() error) (changed bool, newSize int64, err error)
+// It is parttable.GrowLast; tests may substitute a fake.
+type GrowFunc func(dev parttable.ReadWriterAt, diskSize int64, sync func() error) (changed bool, newSize int64, err error)
 
 // Partition describes the last partition of a disk as the kernel sees it
 // (sysfs start and size), which is what BLKPG compares against.
@@ -41,7 +39,10 @@ type Partition struct {
 	DiskSize int64
 	// Number is the partition number; it must be the table's last partition.
 	Number int
-	// Start and Size are the kernel's current view, in bytes.
+	// Start and Size are the kernel's current view, in bytes. Size 0 means
+	// the kernel shows no partition Number at all: it found no valid table
+	// at probe time, as after a power cut in the middle of a GPT rewrite
+	// (see parttable.GrowLast), which GrowLast repairs.
 	Start, Size int64
 }
 
@@ -51,14 +52,16 @@ type PartitionResult struct {
 	TableChanged bool
 	// KernelResized is true when the kernel's view was updated with BLKPG.
 	KernelResized bool
+	// Reread is true when the kernel was made to parse the whole table again.
+	Reread bool
 	// Size is the partition's size in bytes afterwards.
 	Size int64
 }
 
 // GrowPartition grows the last partition with grow and makes the kernel see
-// its new size. Run it before anything on the disk is mounted: the kernel
-// would accept BLKPG while mounted, but nothing should write the disk
-// through a filesystem while its table is being rewritten.
+// its new size. Run it before anything on the disk is mounted: BLKPG works
+// while other partitions are in use, but the fallback, re-reading the whole
+// table (BLKRRPART), fails with EBUSY while any partition is open.
 //
 // The kernel is updated whenever its size differs from the table's, not only
 // when the table changed, so a power cut between the two steps is repaired
@@ -74,18 +77,33 @@ func GrowPartition(p Partition, grow GrowFunc) (PartitionResult, error) {
 		return PartitionResult{}, fmt.Errorf("grow partition %d on %s: %w", p.Number, p.Disk, err)
 	}
 	res := PartitionResult{TableChanged: changed, Size: size}
+	if p.Size == 0 {
+		if err := blkpg.Reread(f); err != nil {
+			return res, fmt.Errorf("grow partition %d: kernel has no partition %d: %w", p.Number, p.Number, err)
+		}
+		res.Reread = true
+		return res, nil
+	}
 	if size < p.Size {
-		// A table that shrank the partition under a mounted filesystem would
-		// lose data; refuse rather than tell the kernel.
+		// A table that shrank the partition under a filesystem would lose
+		// data; refuse rather than tell the kernel.
 		return res, fmt.Errorf("grow partition %d on %s: table says %d bytes, kernel %d: refusing to shrink",
 			p.Number, p.Disk, size, p.Size)
 	}
-	if size != p.Size {
-		if err := blkpg.Resize(f, p.Number, p.Start, size); err != nil {
-			return res, fmt.Errorf("grow partition %d: tell the kernel: %w", p.Number, err)
-		}
-		res.KernelResized = true
+	if size == p.Size {
+		return res, nil
 	}
+	rerr := blkpg.Resize(f, p.Number, p.Start, size)
+	if rerr == nil {
+		res.KernelResized = true
+		return res, nil
+	}
+	// BLKPG refuses when the kernel's start differs from the table's (a
+	// table the kernel never saw); a full re-read still works here.
+	if err := blkpg.Reread(f); err != nil {
+		return res, fmt.Errorf("grow partition %d: tell the kernel: %w", p.Number, errors.Join(rerr, err))
+	}
+	res.Reread = true
 	return res, nil
 }
 

@@ -11,12 +11,12 @@ import (
 )
 
 const (
-	gptSignature    = "EFI PART"
-	gptRevision     = 0x00010000
-	gptHeaderSize   = 92
-	gptEntrySize    = 128
-	gptNumEntries   = 128
-	gptEntriesLBA   = 2
+	gptSignature      = "EFI PART"
+	gptRevision       = 0x00010000
+	gptHeaderSize     = 92
+	gptEntrySize      = 128
+	gptNumEntries     = 128
+	gptEntriesLBA     = 2
 	gptAttrLegacyBoot = 1 << 2
 	// gptMaxArray bounds the entry array Read accepts (the standard one is
 	// 16 KiB), so a corrupt header cannot make the initramfs allocate
@@ -100,7 +100,9 @@ func parseGPTHeader(b []byte) (*gptHeader, error) {
 // readSectors reads n sectors at lba.
 func readSectors(r io.ReaderAt, lba, n uint64) ([]byte, error) {
 	b := make([]byte, n*SectorSize)
-	if _, err := r.ReadAt(b, int64(lba*SectorSize)); err != nil {
+	// io.ReaderAt may report io.EOF along with a complete read that ends at
+	// the end of the medium; only a short read is an error.
+	if got, err := r.ReadAt(b, int64(lba*SectorSize)); got != len(b) {
 		return nil, fmt.Errorf("read sectors %d-%d: %w", lba, lba+n-1, err)
 	}
 	return b, nil

@@ -241,7 +241,7 @@ func Encode(t *Table, diskSize int64) ([]Write, error) {
 	case KindGPT:
 		ws, err = encodeGPTTable(t, diskSize)
 	default:
-		err = fmt.Errorf("table kind %q is neither %q nor %q", t.Kind, KindMBR, KindGPT)
+		return nil, fmt.Errorf("parttable: table kind %q is neither %q nor %q", t.Kind, KindMBR, KindGPT)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("parttable: %s table: %w", t.Kind, err)
