@@ -120,14 +120,7 @@ func lockPath(c common, b *board.Board) string {
 
 // sources are the Debian mirrors: BULKHEAD_DEBIAN_MIRROR, else the host's apt sources.
 func sources() ([]debian.Source, error) {
-	if env := os.Getenv("BULKHEAD_DEBIAN_MIRROR"); env != "" {
-		return debian.ParseMirrorEnv(env)
-	}
-	srcs, err := debian.HostSources("/")
-	if err != nil {
-		return nil, err
-	}
-	return debian.ForRelease(srcs, resolve.Release), nil
+	return debian.SourcesFor("/", resolve.Release, os.Getenv(debian.MirrorEnv))
 }
 
 func lockCmd(ctx context.Context, c common, b *board.Board, cch *cache.Cache, log *slog.Logger) error {

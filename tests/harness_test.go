@@ -54,19 +54,11 @@ func userCache(t testing.TB) *cache.Cache {
 }
 
 func hostSources(t testing.TB) []debian.Source {
-	if env := os.Getenv("BULKHEAD_DEBIAN_MIRROR"); env != "" {
-		s, err := debian.ParseMirrorEnv(env)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	s, err := debian.HostSources("/")
+	s, err := debian.SourcesFor("/", resolve.Release, os.Getenv(debian.MirrorEnv))
 	if err != nil {
-		t.Logf("no host apt sources: %v (a warm cache needs none)", err)
-		return nil
+		t.Logf("no Debian sources: %v (a warm cache needs none)", err)
 	}
-	return debian.ForRelease(s, resolve.Release)
+	return s
 }
 
 // buildConfig is the configuration of a test build into dir.

@@ -138,6 +138,8 @@ func openTarMember(f *os.File, m arMember) (*tar.Reader, io.Closer, error) {
 // EntryType is the kind of a tar entry Extract kept.
 type EntryType int
 
+// The entry types Extract reports. Devices and FIFOs are reported but not
+// created (that needs root).
 const (
 	TypeFile EntryType = iota + 1
 	TypeDir

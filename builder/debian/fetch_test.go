@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -275,5 +276,37 @@ func TestFetchRefusesMalformedPins(t *testing.T) {
 	}
 	if n := len(f.requests()); n != 0 {
 		t.Errorf("malformed pins caused %d requests", n)
+	}
+}
+
+func TestFetchRetriesServerErrorsButNotMissingFiles(t *testing.T) {
+	f, pin, _ := poolArchive(t)
+	var mu sync.Mutex
+	failures := 2
+	f.status = func(p string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if failures > 0 {
+			failures--
+			return http.StatusServiceUnavailable
+		}
+		return 0
+	}
+	var events []Event
+	a := f.open(t, tempCache(t), []Source{{URI: f.URI(), Suites: []string{"bookworm"}}}, &events)
+	if _, err := a.Fetch(t.Context(), pin); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(f.requests()); n != 3 {
+		t.Errorf("%d requests, want 2 failures and a success", n)
+	}
+	retries := 0
+	for _, e := range events {
+		if e.Kind == EventRetry && strings.Contains(e.Message, "503") {
+			retries++
+		}
+	}
+	if retries != 2 {
+		t.Errorf("%d retry events, want 2", retries)
 	}
 }

@@ -130,7 +130,7 @@ type fakeArchive struct {
 	hits   []string
 	srv    *httptest.Server
 	mangle func(path string, body []byte) []byte // changes what is served
-	status func(path string) int                  // non-zero: answer with this status
+	status func(path string) int                 // non-zero: answer with this status
 }
 
 func newFakeArchive(t testing.TB) *fakeArchive {

@@ -36,8 +36,8 @@ deb cdrom:[Debian GNU/Linux 12 Bookworm]/ bookworm main
 
 func TestParseSourcesListRejectsMalformedLines(t *testing.T) {
 	for _, in := range []string{
-		"deb http://m.example/debian",               // no suite
-		"rpm http://m.example/ bookworm main",       // unknown type
+		"deb http://m.example/debian",                // no suite
+		"rpm http://m.example/ bookworm main",        // unknown type
 		"deb [arch=amd64 http://m.example/ bookworm", // unclosed options
 		"deb [arch] http://m.example/ bookworm",      // option without value
 	} {

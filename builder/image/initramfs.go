@@ -16,13 +16,16 @@ type initramfsConfig struct {
 	Kernel   string         `json:"kernel"`
 	Board    string         `json:"board"`
 	Modules  []string       `json:"modules"`
-	Watchdog watchdogConfig `json:"watchdog"`
+	Watchdog *watchdogConfig `json:"watchdog,omitempty"`
 }
 
 type watchdogConfig struct {
-	Modules []string `json:"modules,omitempty"`
-	Device  string   `json:"device,omitempty"`
-	Timeout int      `json:"timeout,omitempty"`
+	// Module is armed after it is loaded. Boards may list several drivers
+	// (one per chipset); the last one is named so that every driver is
+	// loaded before /dev/watchdog is opened.
+	Module  string `json:"module"`
+	Device  string `json:"device"`
+	Timeout int    `json:"timeout"`
 }
 
 // initramfs writes the gzip newc archive the bootloader loads next to the
@@ -32,11 +35,9 @@ func (b *Build) initramfs(ctx context.Context) error {
 	conf := initramfsConfig{
 		Kernel: b.kernelVersion,
 		Board:  bd.Name,
-		Watchdog: watchdogConfig{
-			Modules: bd.Watchdog.Modules,
-			Device:  bd.Watchdog.Device,
-			Timeout: bd.Watchdog.Timeout,
-		},
+	}
+	if n := len(bd.Watchdog.Modules); n > 0 {
+		conf.Watchdog = &watchdogConfig{Module: bd.Watchdog.Modules[n-1], Device: bd.Watchdog.Device, Timeout: bd.Watchdog.Timeout}
 	}
 	modDir := path.Join("lib/modules", b.kernelVersion)
 	files := []initramfs.File{

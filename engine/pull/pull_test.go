@@ -277,30 +277,21 @@ func TestRepullResumesFromTheLayersAlreadyComplete(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One job at a time: layer 1 completes, layer 2 always breaks.
-	p := New(s, Options{Platform: enginetest.Amd64, Jobs: 1, Attempts: 2, Backoff: time.Millisecond})
+	// Layer 2 is unavailable: layer 1 completes, the pull fails.
 	d1, _ := l1.DiffID()
-	reg.Faults.DropBlobs(1000, 1000)
-	// Let the first layer through by lifting the fault after its download.
-	reg.Faults.DropBlobs(0, 0)
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		for !s.HasLayer(d1.String()) {
-			time.Sleep(time.Millisecond)
-		}
-		reg.Faults.DropBlobs(1000, 1000)
-	}()
-	_, err = p.Pull(ctx, ref, nil, nil)
-	cancel()
-	if err == nil {
-		// Both layers can finish before the fault is armed on a fast
-		// machine; the resume path is then trivially satisfied.
-		t.Skip("both layers completed before the fault was armed")
+	dg2, _ := l2.Digest()
+	reg.Faults.Block(dg2.String())
+	p := New(s, Options{Platform: enginetest.Amd64, Attempts: 2, Backoff: time.Millisecond})
+	if _, err = p.Pull(context.Background(), ref, nil, nil); err == nil {
+		t.Fatal("pull succeeded with a layer missing")
+	}
+	if _, err := s.Resolve(ref); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a half-pulled image is visible: %v", err)
 	}
 	if !s.HasLayer(d1.String()) {
 		t.Fatal("the completed layer was not kept")
 	}
-	reg.Faults.DropBlobs(0, 0)
+	reg.Faults.Unblock(dg2.String())
 	before := reg.Faults.BlobGets.Load()
 	if _, err := New(s, Options{Platform: enginetest.Amd64}).Pull(context.Background(), ref, nil, nil); err != nil {
 		t.Fatal(err)

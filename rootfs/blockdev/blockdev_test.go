@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,23 +17,27 @@ import (
 	"github.com/bulkhead-os/bulkhead/rootfs/internal/looptest"
 )
 
-const layout = "label: dos\nlabel-id: 0x1a2b3c4d\n" +
+// layout is a Bulkhead disk in miniature; %s is its signature, random per
+// test so that loop devices of tests running concurrently never match.
+const layout = "label: dos\nlabel-id: %s\n" +
 	"start=2048, size=16384, type=c\n" +
 	"start=18432, size=16384, type=83\n" +
 	"start=34816, size=16384, type=83\n" +
 	"start=51200, type=83\n"
 
-var want = blockdev.Identity{Kind: "mbr", ID: "0x1a2b3c4d"}
+func randomSignature() string { return fmt.Sprintf("0x%08x", rand.Uint32()|1) }
 
 func TestFindLocatesTheLoopDiskByItsMBRSignature(t *testing.T) {
-	l := looptest.New(t, 64*looptest.MiB, layout)
+	sig := randomSignature()
+	l := looptest.New(t, 64*looptest.MiB, fmt.Sprintf(layout, sig))
 	f := &blockdev.Finder{Read: blockdev.ReadParttable, Interval: 10 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	ticks := 0
 	f.Tick = func() { ticks++ }
 
-	got, err := f.Find(ctx, blockdev.Identity{Kind: "mbr", ID: "0x1A2B3C4D"}, 1, 2, 3, 4)
+	// Upper-case hex on the command line still matches.
+	got, err := f.Find(ctx, blockdev.Identity{Kind: "mbr", ID: strings.ToUpper(sig)}, 1, 2, 3, 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +72,8 @@ func TestFindLocatesTheLoopDiskByItsMBRSignature(t *testing.T) {
 }
 
 func TestFindGivesUpAndSaysWhatItSaw(t *testing.T) {
-	l := looptest.New(t, 64*looptest.MiB, layout)
+	sig := randomSignature()
+	l := looptest.New(t, 64*looptest.MiB, fmt.Sprintf(layout, sig))
 	f := &blockdev.Finder{Read: blockdev.ReadParttable, Interval: 10 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
@@ -75,7 +81,7 @@ func TestFindGivesUpAndSaysWhatItSaw(t *testing.T) {
 	if err == nil {
 		t.Fatal("found a disk that does not exist")
 	}
-	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), l.Name+" (64 MiB): mbr:0x1a2b3c4d") {
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), l.Name+" (64 MiB): mbr:"+sig) {
 		t.Errorf("error does not report what was seen: %v", err)
 	}
 }
@@ -89,7 +95,8 @@ func TestFindWaitsForALateDisk(t *testing.T) {
 	if err := os.Truncate(img, 64*looptest.MiB); err != nil {
 		t.Fatal(err)
 	}
-	looptest.Run(t, strings.Replace(layout, "0x1a2b3c4d", "0x5eed5eed", 1), "sfdisk", "--quiet", img)
+	sig := randomSignature()
+	looptest.Run(t, fmt.Sprintf(layout, sig), "sfdisk", "--quiet", img)
 
 	// Attach the card only after Find has started scanning, like an SD card
 	// that the host controller probes late.
@@ -109,14 +116,14 @@ func TestFindWaitsForALateDisk(t *testing.T) {
 	f := &blockdev.Finder{Read: blockdev.ReadParttable, Interval: 20 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got, err := f.Find(ctx, blockdev.Identity{Kind: "mbr", ID: "0x5eed5eed"}, 1, 2, 4)
+	got, err := f.Find(ctx, blockdev.Identity{Kind: "mbr", ID: sig}, 1, 2, 4)
 	if aerr := <-attached; aerr != nil {
 		t.Fatal(aerr)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Identity != (blockdev.Identity{Kind: "mbr", ID: "0x5eed5eed"}) {
+	if got.Identity != (blockdev.Identity{Kind: "mbr", ID: sig}) {
 		t.Errorf("found %+v", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"sort"
+	"strings"
 )
 
 const (
@@ -136,6 +137,12 @@ func readGPTCopy(r io.ReaderAt, lba, diskSectors uint64) (*gptHeader, []byte, er
 		return nil, nil, fmt.Errorf("entry array at LBA %d overlaps the usable range %d-%d", h.entriesLBA, h.firstUsable, h.lastUsable)
 	case h.entriesLBA <= lba && lba < h.entriesLBA+n:
 		return nil, nil, fmt.Errorf("entry array at LBA %d covers its own header", h.entriesLBA)
+	// The usable range must leave room for the other copy's entry array,
+	// or no tool could keep both copies without overwriting partitions.
+	case lba == 1 && h.lastUsable+n >= h.altLBA:
+		return nil, nil, fmt.Errorf("usable range %d-%d runs into the backup entry array before LBA %d", h.firstUsable, h.lastUsable, h.altLBA)
+	case lba != 1 && h.firstUsable < gptEntriesLBA+n:
+		return nil, nil, fmt.Errorf("usable range starts at LBA %d, inside the primary entry array (LBA %d-%d)", h.firstUsable, gptEntriesLBA, gptEntriesLBA+n-1)
 	}
 	arr, err := readSectors(r, h.entriesLBA, n)
 	if err != nil {
@@ -171,24 +178,31 @@ func loadGPT(r io.ReaderAt, diskSize int64) (*gptState, error) {
 	}
 	st := &gptState{fromBackup: true, primaryEntriesLBA: gptEntriesLBA}
 	candidates := []uint64{diskSectors - 1}
+	var primary *gptHeader
 	if sec, err := readSectors(r, 1, 1); err == nil {
 		if ph, err := parseGPTHeader(sec); err == nil {
+			primary = ph
 			st.primaryEntriesLBA = ph.entriesLBA
 			if ph.altLBA != diskSectors-1 {
 				candidates = append(candidates, ph.altLBA)
 			}
 		}
 	}
-	var berrs []error
+	msgs := []string{"primary GPT: " + perr.Error()}
 	for _, lba := range candidates {
 		h, arr, err := readGPTCopy(r, lba, diskSectors)
 		if err == nil {
 			st.hdr, st.entries = h, arr
 			return st, nil
 		}
-		berrs = append(berrs, fmt.Errorf("backup GPT at LBA %d: %w", lba, err))
+		msgs = append(msgs, fmt.Sprintf("backup GPT at LBA %d: %v", lba, err))
 	}
-	return nil, fmt.Errorf("primary GPT: %v; %w: the disk has no intact GPT, rewrite the image", perr, errors.Join(berrs...))
+	if primary != nil && primary.altLBA >= diskSectors {
+		// The usual way to get here: an image written to a smaller medium.
+		return nil, fmt.Errorf("the GPT describes a medium of %d bytes but this one holds %d bytes: write the image to a medium of at least that size",
+			int64(primary.altLBA+1)*SectorSize, int64(diskSectors)*SectorSize)
+	}
+	return nil, fmt.Errorf("%s: the disk has no intact GPT, write the image again", strings.Join(msgs, "; "))
 }
 
 // gptPartitions decodes the used entries of an array.

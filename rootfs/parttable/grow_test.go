@@ -3,6 +3,7 @@ package parttable
 import (
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -81,13 +82,20 @@ func TestGrowLastLeavesAFullTableAlone(t *testing.T) {
 }
 
 func TestGrowLastRefusesASmallerMedium(t *testing.T) {
-	for name, tab := range map[string]*Table{"mbr": bulkheadMBR(), "gpt": bulkheadGPT()} {
+	for name, c := range map[string]struct {
+		tab  *Table
+		want string
+	}{
+		"mbr": {bulkheadMBR(), "use a larger disk"},
+		"gpt": {bulkheadGPT(), "write the image to a medium of at least that size"},
+	} {
 		t.Run(name, func(t *testing.T) {
-			ws, _ := Encode(tab, factorySize)
+			ws, _ := Encode(c.tab, factorySize)
 			d := newMemDisk(factorySize)
 			d.apply(t, ws)
-			if _, _, err := GrowLast(d, factorySize-8*mib, nil); err == nil {
-				t.Error("GrowLast accepted a medium smaller than the table")
+			_, _, err := GrowLast(d, factorySize-8*mib, nil)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("GrowLast on a smaller medium: err = %v, want %q", err, c.want)
 			}
 		})
 	}

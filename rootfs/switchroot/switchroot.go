@@ -43,8 +43,9 @@ func Switch(newRoot, init string, argv, env []string) error {
 	if err := unix.Statfs("/", &fs); err != nil {
 		return fmt.Errorf("switch root: statfs /: %w", err)
 	}
-	if fs.Type != ramfsMagic && fs.Type != tmpfsMagic {
-		return fmt.Errorf("switch root: / is not an initramfs (filesystem magic %#x), refusing to empty it", fs.Type)
+	// f_type is a signed word (int32 on 32-bit arm), the magic a 32-bit pattern.
+	if magic := uint32(fs.Type); magic != ramfsMagic && magic != tmpfsMagic {
+		return fmt.Errorf("switch root: / is not an initramfs (filesystem magic %#x), refusing to empty it", magic)
 	}
 	// Lstat, not Stat: /sbin/init may be an absolute symlink that only
 	// resolves once newRoot is "/".

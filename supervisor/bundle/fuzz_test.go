@@ -48,7 +48,8 @@ func FuzzParseManifest(f *testing.F) {
 // key may be read to a clean end.
 func FuzzOpen(f *testing.F) {
 	pub, priv := bundletest.DevKey(f)
-	good, _ := bundletest.Make(f, bundletest.Manifest("raspberrypi3", "1.0.0"), bundletest.Image(2048, 1), priv)
+	image := bundletest.Image(2048, 1)
+	good, _ := bundletest.Make(f, bundletest.Manifest("raspberrypi3", "1.0.0"), image, priv)
 	f.Add(good)
 	f.Add(good[:40])
 	f.Add([]byte(bundle.Magic + "\x00\x00\x00\x02{}\x00\x48"))
@@ -63,8 +64,10 @@ func FuzzOpen(f *testing.F) {
 		}
 		defer img.Close()
 		out, err := io.ReadAll(img)
-		if err == nil && !bytes.Equal(b, good) {
-			t.Fatalf("a bundle that differs from the signed one read cleanly (%d image bytes)", len(out))
+		// A clean end is only allowed for the signed image (the fuzzer
+		// may add a second, unverifiable signature to a good bundle).
+		if err == nil && !bytes.Equal(out, image) {
+			t.Fatalf("an image other than the signed one read cleanly (%d bytes)", len(out))
 		}
 		if int64(len(out)) > r.Manifest.Image.Size {
 			t.Fatalf("read %d bytes of a %d-byte image", len(out), r.Manifest.Image.Size)

@@ -100,12 +100,13 @@ func Inspect(r io.Reader) (Manifest, []string, error) {
 
 func readHeader(r io.Reader) (manifest, sigs []byte, size int64, err error) {
 	var fixed [len(Magic) + 4]byte
-	if _, err := io.ReadFull(r, fixed[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) && bytes.HasPrefix([]byte(Magic), fixed[:]) {
-			return nil, nil, 0, fmt.Errorf("%w: %d-byte header", ErrTruncated, len(fixed))
-		}
-		if errors.Is(err, io.EOF) {
+	if n, err := io.ReadFull(r, fixed[:]); err != nil {
+		got := fixed[:min(n, len(Magic))]
+		switch {
+		case errors.Is(err, io.EOF):
 			return nil, nil, 0, fmt.Errorf("%w: empty input", ErrNotBundle)
+		case errors.Is(err, io.ErrUnexpectedEOF) && !bytes.HasPrefix([]byte(Magic), got):
+			return nil, nil, 0, fmt.Errorf("%w: starts with %q, want %q", ErrNotBundle, got, Magic)
 		}
 		return nil, nil, 0, headerErr("magic", err)
 	}

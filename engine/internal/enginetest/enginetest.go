@@ -221,6 +221,7 @@ type Faults struct {
 	drops     int   // blob responses still to cut
 	dropAfter int64 // bytes sent before a cut
 	rate      int64 // bytes per second per blob response, 0 = unlimited
+	blocked   map[string]bool
 
 	BlobGets atomic.Int64 // blob GETs served (cut ones included)
 	Dropped  atomic.Int64 // responses cut
@@ -234,6 +235,23 @@ func (f *Faults) DropBlobs(n int, after int64) {
 	f.drops, f.dropAfter = n, after
 }
 
+// Block makes GETs of the blob with digest answer 404 until Unblock.
+func (f *Faults) Block(digest string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.blocked == nil {
+		f.blocked = map[string]bool{}
+	}
+	f.blocked[digest] = true
+}
+
+// Unblock lifts Block.
+func (f *Faults) Unblock(digest string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.blocked, digest)
+}
+
 // Throttle limits each blob response to bytesPerSec (0 lifts the limit).
 func (f *Faults) Throttle(bytesPerSec int64) {
 	f.mu.Lock()
@@ -243,10 +261,22 @@ func (f *Faults) Throttle(bytesPerSec int64) {
 
 type faultWriter struct {
 	http.ResponseWriter
-	sent    int64
-	cutAt   int64 // -1: never
-	rate    int64
-	dropped *atomic.Int64
+	f    *Faults
+	sent int64
+	rate int64
+}
+
+// cutAt returns where the response being written must be cut, or -1. A
+// drop is used up only when a response actually reaches the cut, so small
+// blobs (configs) pass through without consuming one.
+func (w *faultWriter) cutAt(next int64) int64 {
+	w.f.mu.Lock()
+	defer w.f.mu.Unlock()
+	if w.f.drops > 0 && w.sent+next > w.f.dropAfter {
+		w.f.drops--
+		return w.f.dropAfter
+	}
+	return -1
 }
 
 func (w *faultWriter) Write(b []byte) (int, error) {
@@ -256,14 +286,14 @@ func (w *faultWriter) Write(b []byte) (int, error) {
 		if w.rate > 0 && int64(len(chunk)) > w.rate/20 {
 			chunk = chunk[:max(w.rate/20, 1)]
 		}
-		if w.cutAt >= 0 && w.sent+int64(len(chunk)) > w.cutAt {
-			chunk = chunk[:w.cutAt-w.sent]
+		if cut := w.cutAt(int64(len(chunk))); cut >= 0 {
+			chunk = chunk[:max(cut-w.sent, 0)]
 			n, _ := w.ResponseWriter.Write(chunk)
 			w.sent += int64(n)
 			if fl, ok := w.ResponseWriter.(http.Flusher); ok {
 				fl.Flush()
 			}
-			w.dropped.Add(1)
+			w.f.Dropped.Add(1)
 			// net/http closes the connection without finishing the body:
 			// the client sees an unexpected EOF mid-layer.
 			panic(http.ErrAbortHandler)
@@ -293,12 +323,13 @@ func (f *Faults) wrap(h http.Handler) http.Handler {
 		}
 		f.BlobGets.Add(1)
 		f.mu.Lock()
-		fw := &faultWriter{ResponseWriter: w, cutAt: -1, rate: f.rate, dropped: &f.Dropped}
-		if f.drops > 0 {
-			f.drops--
-			fw.cutAt = f.dropAfter
-		}
+		fw := &faultWriter{ResponseWriter: w, f: f, rate: f.rate}
+		blocked := f.blocked[r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:]]
 		f.mu.Unlock()
+		if blocked {
+			http.Error(w, "blocked by the test", http.StatusNotFound)
+			return
+		}
 		h.ServeHTTP(fw, r)
 	})
 }

@@ -1,0 +1,15 @@
+package daemon
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+func flock(f *os.File) error {
+	return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+}
+
+func unmount(path string) {
+	unix.Unmount(path, unix.MNT_DETACH)
+}
