@@ -350,3 +350,13 @@ func TestCodecFor(t *testing.T) {
 		t.Error(`CodecFor("efi") succeeded`)
 	}
 }
+
+// uBootEnvText renders the entries of an encoded block as the text that
+// mkenvimage reads, for tests and debugging.
+func uBootEnvText(b []byte) string {
+	data := b[4:]
+	if end := bytes.Index(data, []byte{0, 0}); end >= 0 {
+		data = data[:end+1]
+	}
+	return string(bytes.ReplaceAll(data, []byte{0}, []byte{'\n'}))
+}

@@ -7,18 +7,40 @@ import (
 	"testing"
 )
 
+// Go's fuzzing engine slows to a crawl on inputs of several KiB, so the
+// fuzz targets take the meaningful prefix of a copy and pad it the way the
+// format pads (zeros for U-Boot, '#' for GRUB); trim undoes the padding for
+// the seeds.
+func trim(c Codec, b []byte) []byte {
+	pad := byte(0)
+	if c.Name() == "grub" {
+		pad = '#'
+	}
+	return bytes.TrimRight(b, string(pad))
+}
+
+func pad(c Codec, b []byte) []byte {
+	out := make([]byte, c.Size())
+	n := copy(out, b)
+	if c.Name() == "grub" {
+		for i := n; i < len(out); i++ {
+			out[i] = '#'
+		}
+	}
+	return out
+}
+
 func fuzzSeeds(f *testing.F, c Codec) {
 	for _, st := range corruptionStates {
 		b, err := c.Encode(st)
 		if err != nil {
 			f.Fatal(err)
 		}
+		b = trim(c, b)
 		f.Add(b)
-		torn := append([]byte(nil), b...)
-		copy(torn[len(torn)/2:], make([]byte, len(torn)/2))
-		f.Add(torn)
+		f.Add(b[:len(b)/2])
 	}
-	f.Add(make([]byte, c.Size()))
+	f.Add([]byte{})
 	f.Add([]byte(grubSignature + "bh_committed=a\nbh_check=a:none:0:1\n"))
 }
 
@@ -40,11 +62,10 @@ func checkDecoded(t *testing.T, c Codec, st State) {
 func FuzzUBootDecode(f *testing.F) {
 	fuzzSeeds(f, UBootEnv{})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		// The engine's input must not be modified: work on a copy.
-		b := append([]byte(nil), in...)
+		b := pad(UBootEnv{}, in)
 		// Half of the inputs get a correct CRC, so the fuzzer reaches the
 		// parser instead of stopping at the checksum.
-		if len(b) == UBootEnvSize && b[4]&1 == 1 {
+		if b[4]&1 == 1 {
 			binary.LittleEndian.PutUint32(b, crc32.ChecksumIEEE(b[4:]))
 		}
 		st, err := UBootEnv{}.Decode(b)
@@ -61,11 +82,7 @@ func FuzzUBootDecode(f *testing.F) {
 func FuzzGrubDecode(f *testing.F) {
 	fuzzSeeds(f, GrubEnv{})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		b := append([]byte(nil), in...)
-		// Pad short inputs with '#' so the fuzzer explores block contents.
-		if len(b) < GrubEnvSize {
-			b = append(b, bytes.Repeat([]byte("#"), GrubEnvSize-len(b))...)
-		}
+		b := pad(GrubEnv{}, in)
 		st, err := GrubEnv{}.Decode(b)
 		if err != nil {
 			return
@@ -86,6 +103,7 @@ func FuzzStore(f *testing.F) {
 	for _, c := range codecs {
 		a, b, _ := Initial(c, SlotA)
 		isGrub := c.Name() == "grub"
+		a, b = trim(c, a), trim(c, b)
 		for op := byte(0); op < 4; op++ {
 			f.Add(isGrub, a, b, op, byte(1), uint16(0xffff))
 			f.Add(isGrub, b, a, op, byte(0), uint16(100))
@@ -97,12 +115,7 @@ func FuzzStore(f *testing.F) {
 		if isGrub {
 			c = GrubEnv{}
 		}
-		fit := func(b []byte) []byte {
-			out := make([]byte, c.Size())
-			copy(out, b)
-			return out
-		}
-		dev := newMemDevice(c, fit(copyA), fit(copyB))
+		dev := newMemDevice(c, pad(c, copyA), pad(c, copyB))
 		tornDev := dev.clone()
 		before, info, err := NewStore(dev, c, offA, offB).Read()
 		if err != nil {
@@ -113,6 +126,7 @@ func FuzzStore(f *testing.F) {
 			targetOff, otherOff = offB, offA
 		}
 		untouched := append([]byte(nil), dev.b[otherOff:otherOff+int64(c.Size())]...)
+		targetOld := append([]byte(nil), dev.b[targetOff:targetOff+int64(c.Size())]...)
 
 		apply := func(s *Store) (State, error) {
 			switch op % 4 {
@@ -163,8 +177,20 @@ func FuzzStore(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got != before && got != want {
-			t.Fatalf("torn after %d bytes: Read = %v, want %v or %v", tear, got, before, want)
+		if got == before || got == want {
+			return
 		}
+		// One exception, GRUB only: when the copy being written is a
+		// damaged copy of a state (outside corruption, e.g. of the constant
+		// signature line), the new bytes before the tear can repair the
+		// damage and bring that fully written state back. The U-Boot block
+		// starts with its CRC, which differs between states, so it cannot.
+		// The state that comes back is never older than the one it replaces
+		// (see GrubEnv).
+		damaged := bytes.Contains(targetOld, []byte(varCheck+"="))
+		if c.Name() == "grub" && damaged && got.Seq >= before.Seq {
+			return
+		}
+		t.Fatalf("torn after %d bytes: Read = %v, want %v or %v", tear, got, before, want)
 	})
 }

@@ -39,6 +39,15 @@ const grubSignature = "# GRUB Environment Block\n"
 // the copy's old state (older than the other copy, so it loses), or a mix
 // that fails the check. The tests check every single-byte corruption and
 // every tear point.
+//
+// One double fault remains, inherent to a format whose first 25 bytes are
+// the same in every block: if outside corruption damaged the newest copy
+// (say its signature line, so the other copy took over) and a later write
+// into that copy is torn right after the damaged bytes, the write repairs
+// the damage and the copy's earlier, fully written state returns. It is a
+// state some writer completed, never older than the one it replaces, and a
+// trial it may revive is bounded like any other. U-Boot's block starts with
+// its CRC, which differs between states, so it has no such case.
 type GrubEnv struct{}
 
 // Name implements Codec.

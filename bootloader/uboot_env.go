@@ -1,7 +1,6 @@
 package bootloader
 
 import (
-	"bytes"
 	"encoding/binary"
 	"hash/crc32"
 	"regexp"
@@ -196,14 +195,4 @@ func himport(data []byte, want []string) (map[string]string, error) {
 		}
 	}
 	return vals, nil
-}
-
-// uBootEnvText renders the entries of an encoded block as the text that
-// mkenvimage reads, for tests and debugging.
-func uBootEnvText(b []byte) string {
-	data := b[4:]
-	if end := bytes.Index(data, []byte{0, 0}); end >= 0 {
-		data = data[:end+1]
-	}
-	return string(bytes.ReplaceAll(data, []byte{0}, []byte{'\n'}))
 }

@@ -13,8 +13,9 @@ func TestBootToReady(t *testing.T) {
 			res := buildOnce(t, name)
 			t.Parallel()
 			b := loadBoard(t, name)
-			_, m := boot(t, b, res.Image, "", 6*time.Minute)
+			vm, m := boot(t, b, res.Image, "", 6*time.Minute)
 			if m[1] != testVersion || m[2] != "a" || m[3] != name {
+				t.Logf("console:\n%s", vm.Log())
 				t.Fatalf("ready line says version=%s slot=%s board=%s, want %s a %s", m[1], m[2], m[3], testVersion, name)
 			}
 		})

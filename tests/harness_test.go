@@ -127,7 +127,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-var readyRE = regexp.MustCompile(`bulkhead: ready version=(\S+) slot=([ab]) board=(\S+)`)
+// readyRE matches PID 1's ready line, a whole console line, so that kernel
+// messages interleaved with it cannot produce a partial match.
+var readyRE = regexp.MustCompile(`(?m)^bulkhead: ready version=(\S+) slot=([ab]) board=(\S+) trial=([01])\r?$`)
 
 // boot starts the image in QEMU and waits for the ready line. On failure the
 // serial log is printed.

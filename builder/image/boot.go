@@ -28,7 +28,11 @@ func (b *Build) boot(ctx context.Context) error {
 			return err
 		}
 		arch := map[string]string{"arm64": "arm64", "armhf": "arm", "armel": "arm"}[bd.Arch]
-		files = append(files, fat.File{Path: "boot.scr", Data: bootloader.BootScr(script, arch, b.cfg.Epoch)})
+		scr, err := bootloader.BootScr(script, arch, b.cfg.Epoch)
+		if err != nil {
+			return err
+		}
+		files = append(files, fat.File{Path: "boot.scr", Data: scr})
 		a, bb, err := bootloader.Initial(bootloader.UBootEnv{}, bootloader.SlotA)
 		if err != nil {
 			return err
@@ -52,8 +56,65 @@ func volumeID(seed string) uint32 {
 	return binary.LittleEndian.Uint32(sum[:4])
 }
 
+// bootGrub writes the ESP. The two state files come first so the FAT writer
+// gives them the lowest clusters, independent of everything after them; the
+// FAT is written twice because grub.cfg passes their disk offsets to Linux.
+func (b *Build) bootGrub(ctx context.Context) error {
+	a, bb, err := bootloader.Initial(bootloader.GrubEnv{}, bootloader.SlotA)
+	if err != nil {
+		return err
+	}
+	more, err := b.bootFiles()
+	if err != nil {
+		return err
+	}
+	state := []fat.File{{Path: bootloader.GrubStateFileA, Data: a}, {Path: bootloader.GrubStateFileB, Data: bb}}
+	p := bootloader.GrubParams{
+		Console: []string{b.cfg.Board.Console},
+		Args:    b.kernelArgs(),
+		Disk:    b.diskArg(),
+		PartA:   2,
+		PartB:   3,
+	}
+	var offA, offB int64
+	for pass := 0; pass < 2; pass++ {
+		p.StateOffsetA, p.StateOffsetB = offA, offB
+		if pass == 0 {
+			// Any valid offsets: only the file positions matter here.
+			p.StateOffsetA, p.StateOffsetB = StateCopyA, StateCopyB
+		}
+		cfg, err := bootloader.GrubConfig(p)
+		if err != nil {
+			return err
+		}
+		files := append(append(append([]fat.File(nil), state...), more...), fat.File{Path: bootloader.GrubConfigFile, Data: []byte(cfg)})
+		ext, err := b.writeFAT(files)
+		if err != nil {
+			return err
+		}
+		ea, eb := ext[bootloader.GrubStateFileA], ext[bootloader.GrubStateFileB]
+		if ea.Length != bootloader.GrubEnvSize || eb.Length != bootloader.GrubEnvSize {
+			return fmt.Errorf("boot state files are not %d contiguous bytes: %+v %+v", bootloader.GrubEnvSize, ea, eb)
+		}
+		if pass == 1 && (offA != Align+ea.Offset || offB != Align+eb.Offset) {
+			return fmt.Errorf("boot state files moved between the two passes of the ESP")
+		}
+		offA, offB = Align+ea.Offset, Align+eb.Offset
+	}
+	return nil
+}
+
 func (b *Build) kernelArgs() []string {
-	args := []string{"panic=10"}
+	// quiet: the console is a machine interface too (the ready line);
+	// kernel warnings and errors still show. panic=10 turns a kernel panic
+	// into a reboot, which the bootloader counts as a failed trial.
+	args := []string{"quiet", "panic=10"}
+	if b.cfg.Board.Table == "gpt" {
+		// Accept the backup GPT when a power cut tore the primary during the
+		// first boot's growth of the data partition (block/partitions/efi.c
+		// ignores the backup without it).
+		args = append(args, "gpt")
+	}
 	if c := strings.TrimSpace(b.cfg.Board.Kernel.Cmdline); c != "" {
 		args = append(args, strings.Fields(c)...)
 	}
@@ -120,7 +181,7 @@ func (b *Build) writeFAT(files []fat.File) (map[string]fat.Extent, error) {
 	if err := f.Truncate(BootSize); err != nil {
 		return nil, err
 	}
-	ext, err := fat.Build(f, BootSize, fat.Options{Label: "BULKHEAD", VolumeID: volumeID(b.seed()), Time: b.cfg.Epoch}, files)
+	ext, err := fat.Build(f, BootSize, fat.Options{Label: "BULKHEAD", VolumeID: volumeID(b.seed()), Time: b.cfg.Epoch, HiddenSectors: uint32(Align / 512)}, files)
 	if err != nil {
 		return nil, fmt.Errorf("boot partition: %w", err)
 	}

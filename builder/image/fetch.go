@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 
 	"github.com/bulkhead-os/bulkhead/builder/debian"
 	"github.com/bulkhead-os/bulkhead/builder/lock"

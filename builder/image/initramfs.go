@@ -13,9 +13,9 @@ import (
 
 // initramfsConfig is /etc/bulkhead/initramfs.json, read by rootfs/cmd/initramfs.
 type initramfsConfig struct {
-	Kernel   string         `json:"kernel"`
-	Board    string         `json:"board"`
-	Modules  []string       `json:"modules"`
+	Kernel   string          `json:"kernel"`
+	Board    string          `json:"board"`
+	Modules  []string        `json:"modules"`
 	Watchdog *watchdogConfig `json:"watchdog,omitempty"`
 }
 

@@ -104,13 +104,15 @@ func (b *Build) writeSBOM(path string) error {
 		p := in.pin
 		lic := debian.Licenses(b.trees[p.Name], p.Name)
 		doc.Packages = append(doc.Packages, sbom.Package{
-			Kind:             "deb",
-			Name:             p.Name,
-			Version:          p.Version,
-			Arch:             p.Arch,
-			Supplier:         "Organization: Debian",
-			License:          sbom.LicenseExpression(lic),
-			DownloadLocation: "pool:" + p.Filename,
+			Kind:     "deb",
+			Name:     p.Name,
+			Version:  p.Version,
+			Arch:     p.Arch,
+			Supplier: "Organization: Debian",
+			License:  sbom.LicenseExpression(lic),
+			// The mirror is host configuration, not an input of the image: the
+			// package is identified by its purl and SHA-256 instead.
+			DownloadLocation: "NOASSERTION",
 			SHA256:           p.SHA256,
 		})
 	}

@@ -11,7 +11,6 @@
 package kernel
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -199,6 +198,3 @@ func baseNames(paths []string) map[string]string {
 	}
 	return m
 }
-
-// errNotELF marks a module file whose content is not an ELF object.
-var errNotELF = errors.New("not an ELF object")

@@ -3,6 +3,7 @@ package kernel
 import (
 	"bytes"
 	"debug/elf"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 )
+
+// errNotELF marks a module file whose content is not an ELF object.
+var errNotELF = errors.New("not an ELF object")
 
 // moduleSuffixes are the file names of modules, uncompressed first: Debian
 // 6.1 ships plain .ko, newer kernels .ko.xz or .ko.zst.

@@ -237,12 +237,15 @@ func (d *Daemon) restore(ctx context.Context) {
 			max := c.HostConfig.RestartPolicy.MaximumRetryCount
 			want = !c.ManuallyStopped && c.State.ExitCode != 0 && (max == 0 || c.RestartCount < max)
 		}
-		c.mu.Unlock()
 		if want {
-			if err := d.Start(ctx, c.ID); err != nil {
+			// Counted like any restart by policy, so `docker inspect`
+			// shows the container came back on its own.
+			c.RestartCount++
+			if err := d.startLocked(ctx, c); err != nil {
 				slog.Error("engine: restart at boot", "container", c.Name, "err", err)
 			}
 		}
+		c.mu.Unlock()
 	}
 }
 

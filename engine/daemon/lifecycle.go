@@ -310,6 +310,8 @@ func (d *Daemon) exitedLocked(c *container, e *shim.Exit) {
 	if c.Endpoint != nil || c.HostConfig.NetworkMode == network.ModeBridge {
 		d.Net.Detach(c.ID)
 	}
+	// A stopped container publishes nothing; docker ps shows no ports.
+	c.Ports = nil
 	ran := e.FinishedAt.Sub(c.State.StartedAt)
 	c.State.Running = false
 	c.State.Restarting = false

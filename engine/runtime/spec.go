@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -70,7 +71,8 @@ var DefaultCaps = []string{
 	"CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
-// allCaps is every capability Linux 6.1 knows, for privileged containers.
+// allCaps is every capability Linux 6.1 knows, in capability-number order,
+// for privileged containers.
 var allCaps = []string{
 	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
 	"CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
@@ -150,12 +152,46 @@ func capabilities(o *Options) ([]string, error) {
 			set[c] = true
 		}
 	}
+	// A container cannot hold a capability the engine's bounding set
+	// lacks (runc fails with EPERM): privileged means "all the engine has",
+	// as with docker.
+	bnd := boundingSet()
 	var out []string
-	for c := range set {
-		out = append(out, c)
+	for i, c := range allCaps {
+		if set[c] && bnd&(1<<uint(i)) != 0 {
+			out = append(out, c)
+		}
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// boundingSet reads CapBnd of the engine process; allCaps is ordered by
+// capability number, so bit i is allCaps[i].
+func boundingSet() uint64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return ^uint64(0)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapBnd:"); ok {
+			if n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64); err == nil {
+				return n
+			}
+		}
+	}
+	return ^uint64(0)
+}
+
+// nofile is docker's open-file limit (1048576), capped at what the engine
+// itself may raise to: a container cannot be given more than its parent
+// holds, and runc fails the start otherwise.
+func nofile() uint64 {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err == nil && rl.Max < 1048576 {
+		return rl.Max
+	}
+	return 1048576
 }
 
 func u32(v uint32) *uint32 { return &v }
@@ -184,7 +220,7 @@ func Spec(o Options) (*specs.Spec, error) {
 			Capabilities: &specs.LinuxCapabilities{
 				Bounding: caps, Effective: caps, Permitted: caps,
 			},
-			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}},
+			Rlimits: []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: nofile(), Soft: nofile()}},
 			// docker leaves no_new_privs off by default: setuid helpers
 			// (ping, su) in images depend on it.
 			NoNewPrivileges: false,

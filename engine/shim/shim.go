@@ -275,6 +275,9 @@ type server struct {
 }
 
 func listen(path string, pid int) (*server, error) {
+	if len(path) > 107 {
+		return nil, fmt.Errorf("shim control socket path %s is %d bytes, over the 107 a unix socket allows: use a shorter --exec-root", path, len(path))
+	}
 	os.Remove(path)
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err

@@ -24,8 +24,9 @@ type Release struct {
 	Board   string `json:"board"`
 	Arch    string `json:"arch"`
 	Kernel  string `json:"kernel"`
-	// BuildTime is kept as text: it is shown, never computed with.
-	BuildTime string `json:"build_time"`
+	// BuildTime is SOURCE_DATE_EPOCH of the build, in seconds since the Unix
+	// epoch: the device clock is never set earlier (TLS needs a sane clock).
+	BuildTime int64 `json:"build_time"`
 }
 
 // Read reads the release file at path.

@@ -34,13 +34,13 @@ func TestReadyLine(t *testing.T) {
 func TestRead(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "release.json")
 	os.WriteFile(p, []byte(`{"name":"bulkhead","version":"1.4.0","board":"raspberrypi3","arch":"arm64",
-		"kernel":"6.1.0-50-arm64","build_time":"2025-01-02T03:04:05Z","future":"ignored"}`), 0o644)
+		"kernel":"6.1.0-50-arm64","build_time":1735787045,"future":"ignored"}`), 0o644)
 	r, err := Read(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Release{Name: "bulkhead", Version: "1.4.0", Board: "raspberrypi3", Arch: "arm64",
-		Kernel: "6.1.0-50-arm64", BuildTime: "2025-01-02T03:04:05Z"}
+		Kernel: "6.1.0-50-arm64", BuildTime: 1735787045}
 	if *r != want {
 		t.Errorf("Read = %+v, want %+v", *r, want)
 	}

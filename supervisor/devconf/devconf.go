@@ -37,7 +37,7 @@ const (
 // Config is device.yaml.
 type Config struct {
 	// Hostname; default "bulkhead-<board>".
-	Hostname string `yaml:"hostname"`
+	Hostname string  `yaml:"hostname"`
 	Network  Network `yaml:"network"`
 	API      API     `yaml:"api"`
 	Update   Update  `yaml:"update"`

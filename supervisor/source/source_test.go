@@ -315,3 +315,19 @@ func TestOCIPullOfASingleImageReference(t *testing.T) {
 		t.Errorf("config manifest %+v", pub.Manifest)
 	}
 }
+
+func TestHTTPSVerifiesCertificates(t *testing.T) {
+	data := payload(100000)
+	srv := httptest.NewTLSServer(&dropper{data: data, etag: `"v"`, cut: 50000, drops: 1, ranges: true})
+	defer srv.Close()
+	// The default client trusts the system roots only: the test server's
+	// self-signed certificate is refused.
+	if _, _, err := readAll(t, &HTTP{URL: srv.URL, Retry: fastRetry}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("self-signed server with the default client: %v, want a certificate error", err)
+	}
+	// A client that trusts it downloads (and resumes) over TLS.
+	got, _, err := readAll(t, &HTTP{URL: srv.URL, Client: srv.Client(), Retry: fastRetry})
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("TLS download: %v", err)
+	}
+}

@@ -44,7 +44,10 @@ type machine struct {
 	dead    bool
 	events  int
 	crashAt int
-	log     []string
+	// crashAtWrite crashes the process right after its n-th slot write.
+	crashAtWrite int
+	slotWrites   int
+	log          []string
 
 	rebootRequested bool
 	// trialHangs makes every boot of the trial slot fail before the
@@ -310,7 +313,15 @@ func (d *memDevice) WriteAt(p []byte, off int64) (int, error) {
 		return 0, errors.New("write beyond the slot")
 	}
 	d.writes++
-	return copy(d.data[off:], p), nil
+	n := copy(d.data[off:], p)
+	d.m.mu.Lock()
+	d.m.slotWrites++
+	if d.m.crashAtWrite > 0 && d.m.slotWrites == d.m.crashAtWrite {
+		d.m.dead = true
+		d.m.log = append(d.m.log, fmt.Sprintf("crash after slot write %d", d.m.slotWrites))
+	}
+	d.m.mu.Unlock()
+	return n, nil
 }
 
 func (d *memDevice) Sync() error  { return d.m.alive() }

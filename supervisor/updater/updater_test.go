@@ -349,3 +349,26 @@ func TestMarkGoodCommitsAtOnce(t *testing.T) {
 	f.m.upd.Wait()
 	f.wantCommittedV2(t)
 }
+
+// TestCrashMidStreamStartsOver cuts the supervisor after each 1 MiB write
+// of a 3 MiB image: the next start fetches the bundle again and finishes.
+func TestCrashMidStreamStartsOver(t *testing.T) {
+	_, priv := bundletest.DevKey(t)
+	v1, v2 := slotImage("1.0.0", 100<<10), slotImage("2.0.0", 3<<20)
+	p := writeBundle(t, t.TempDir(), "2.0.0", v2, priv)
+	for k := 1; k <= 3; k++ {
+		m := newMachine(t, 4<<20, v1)
+		m.crashAtWrite = k
+		if _, err := m.upd.Start(context.Background(), Request{Source: source.Spec{Kind: source.KindFile, Location: p}}); err != nil {
+			t.Fatal(err)
+		}
+		m.settle()
+		st, _ := m.bs.Status()
+		if st.Committed != bootloader.SlotB || !bytes.Equal(m.slots[bootloader.SlotB].data[:len(v2)], v2) {
+			t.Fatalf("crash after write %d: boot state %s\n%s", k, st, m.history())
+		}
+		if s := m.upd.Status(); s.History[0].Result != ResultCommitted {
+			t.Fatalf("outcome %+v", s.History[0])
+		}
+	}
+}

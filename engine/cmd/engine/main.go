@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	goruntime "runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -42,6 +44,10 @@ func main() {
 }
 
 func runShim(args []string) int {
+	// One shim runs per container for its whole life: a single OS thread
+	// for Go code and a tight heap keep each one small on a Pi Zero.
+	goruntime.GOMAXPROCS(1)
+	debug.SetGCPercent(20)
 	if len(args) != 1 {
 		fmt.Fprintln(os.Stderr, "usage: engine shim <config.json> (started by the engine, not by hand)")
 		return 2

@@ -1,0 +1,344 @@
+// Package daemon wires the supervisor together: it reads what the image
+// and the bootloader say about this boot (release.json, trusted keys, the
+// kernel command line), sets the clock floor, brings up the network from
+// device.yaml, finds the boot disk and its boot state, serves the device API
+// and resumes the update state machine. cmd/supervisor is a thin main over
+// Run.
+//
+// Every path is an Option so that tests and the QEMU harness can run the
+// daemon against loop devices and temporary directories.
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/bulkhead-os/bulkhead/bootloader"
+	"github.com/bulkhead-os/bulkhead/rootfs/blockdev"
+	"github.com/bulkhead-os/bulkhead/rootfs/cmdline"
+	"github.com/bulkhead-os/bulkhead/supervisor/api"
+	"github.com/bulkhead-os/bulkhead/supervisor/bootstate"
+	"github.com/bulkhead-os/bulkhead/supervisor/bundle"
+	"github.com/bulkhead-os/bulkhead/supervisor/clock"
+	"github.com/bulkhead-os/bulkhead/supervisor/devconf"
+	"github.com/bulkhead-os/bulkhead/supervisor/health"
+	"github.com/bulkhead-os/bulkhead/supervisor/keys"
+	"github.com/bulkhead-os/bulkhead/supervisor/netconf"
+	"github.com/bulkhead-os/bulkhead/supervisor/slot"
+	"github.com/bulkhead-os/bulkhead/supervisor/source"
+	"github.com/bulkhead-os/bulkhead/supervisor/updater"
+	"golang.org/x/sys/unix"
+)
+
+// Options locate everything the daemon reads and writes. Defaults are the
+// paths of a running device.
+type Options struct {
+	Release      string         // /etc/bulkhead/release.json
+	KeysDir      string         // /etc/bulkhead/keys
+	DeviceConfig string         // /boot/firmware/bulkhead/device.yaml
+	StateDir     string         // /data/supervisor
+	HealthDir    string         // /data/supervisor/health.d
+	Socket       string         // /run/bulkhead/supervisor.sock
+	Cmdline      string         // /proc/cmdline
+	Sysfs        blockdev.Sysfs // /sys/block, /dev
+	ResolvConf   string         // /run/bulkhead/resolv.conf
+	// Network brings up lo, the hostname and the wired interface; off in
+	// tests that run on a host.
+	Network bool
+	// SetClock moves the clock to the build time when it is earlier.
+	SetClock bool
+	// DiskTimeout bounds the wait for the boot disk; default 30 s.
+	DiskTimeout time.Duration
+	// Reboot replaces the real reboot (signal PID 1) in tests.
+	Reboot func() error
+	// Updater tweaks the updater's config before it starts (tests).
+	Updater func(*updater.Config)
+	Log     *slog.Logger
+}
+
+func (o *Options) defaults() {
+	def := func(p *string, v string) {
+		if *p == "" {
+			*p = v
+		}
+	}
+	def(&o.Release, "/etc/bulkhead/release.json")
+	def(&o.KeysDir, "/etc/bulkhead/keys")
+	def(&o.DeviceConfig, devconf.DefaultPath)
+	def(&o.StateDir, "/data/supervisor")
+	def(&o.HealthDir, filepath.Join(o.StateDir, "health.d"))
+	def(&o.Socket, api.DefaultSocket)
+	def(&o.Cmdline, "/proc/cmdline")
+	def(&o.ResolvConf, netconf.DefaultResolvConf)
+	if o.DiskTimeout <= 0 {
+		o.DiskTimeout = 30 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.Reboot == nil {
+		o.Reboot = RebootViaInit
+	}
+}
+
+// Release is release.json as the supervisor reads it: build_time may be a
+// number (what the builder writes) or a string.
+type Release struct {
+	Name      string          `json:"name"`
+	Version   string          `json:"version"`
+	Board     string          `json:"board"`
+	Arch      string          `json:"arch"`
+	Kernel    string          `json:"kernel"`
+	BuildTime json.RawMessage `json:"build_time"`
+}
+
+// ReadRelease reads release.json.
+func ReadRelease(path string) (Release, time.Time, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Release{}, time.Time{}, fmt.Errorf("release: %w", err)
+	}
+	var r Release
+	if err := json.Unmarshal(b, &r); err != nil {
+		return Release{}, time.Time{}, fmt.Errorf("release %s: %w", path, err)
+	}
+	if r.Board == "" || r.Arch == "" || r.Version == "" {
+		return Release{}, time.Time{}, fmt.Errorf("release %s: board, arch and version are required", path)
+	}
+	bt, _ := clock.ParseBuildTime(string(r.BuildTime))
+	return r, bt, nil
+}
+
+// RebootViaInit flushes filesystems and, a second later (so that the API
+// answer that triggered it reaches the client), asks PID 1 to reboot with
+// SIGTERM, which Bulkhead's init treats as a clean reboot.
+func RebootViaInit() error {
+	unix.Sync()
+	go func() {
+		time.Sleep(time.Second)
+		unix.Kill(1, unix.SIGTERM)
+	}()
+	return nil
+}
+
+// Run runs the supervisor until ctx ends.
+func Run(ctx context.Context, o Options) error {
+	o.defaults()
+	log := o.Log
+
+	rel, buildTime, err := ReadRelease(o.Release)
+	if err != nil {
+		return err
+	}
+	if o.SetClock {
+		if moved, err := clock.NotBefore(buildTime, time.Now(), clock.SetSystem); err != nil {
+			log.Warn("clock", "err", err)
+		} else if moved {
+			log.Info("clock was before the build time; moved forward", "time", buildTime)
+		}
+	}
+
+	cfg, err := devconf.Load(o.DeviceConfig)
+	if err != nil {
+		// A broken device.yaml must not cost the device its update path:
+		// run with defaults (DHCP, no TCP API) and say why.
+		log.Error("device config ignored, using defaults", "err", err)
+		cfg = devconf.Config{}
+	}
+	if o.Network {
+		startNetwork(ctx, cfg, rel, o, log)
+	}
+
+	params, err := cmdline.ReadFile(o.Cmdline)
+	if err != nil {
+		log.Warn("kernel command line", "err", err)
+	}
+	if params.Disk.IsZero() || params.BootState == "" || params.Slot == "" {
+		return fmt.Errorf("kernel command line %s lacks bulkhead.slot, bulkhead.disk or bulkhead.bootstate: the bootloader script must pass them", o.Cmdline)
+	}
+	disk, err := slot.Locate(ctx, o.Sysfs, params.Disk.Kind, params.Disk.ID, o.DiskTimeout)
+	if err != nil {
+		return err
+	}
+	bs, err := bootstate.OpenDisk(disk.Path, params.BootState)
+	if err != nil {
+		return err
+	}
+	defer bs.Close()
+	trusted, err := keys.LoadTrusted(o.KeysDir)
+	if err != nil {
+		log.Error("no trusted keys: every bundle will be refused", "err", err)
+	}
+
+	ucfg := updater.Config{
+		Store:     updater.FileStore{Path: filepath.Join(o.StateDir, "state.json")},
+		BootState: bs,
+		Boot:      updater.Boot{Slot: bootloader.Slot(params.Slot), Trial: params.Trial, ID: updater.ReadBootID()},
+		OpenSlot: func(s bootloader.Slot) (slot.Device, error) {
+			p, ok := disk.Slots[s]
+			if !ok {
+				return nil, fmt.Errorf("no partition for slot %s", s)
+			}
+			return slot.Open(p)
+		},
+		Current:   bundle.Manifest{Name: rel.Name, Version: rel.Version, Board: rel.Board, Arch: rel.Arch},
+		Board:     rel.Board,
+		Trusted:   trusted,
+		Sources:   source.Options{Board: rel.Board},
+		Health:    healthChecks(o, cfg, rel),
+		NetworkUp: func(ctx context.Context) bool { return health.NetworkUp(ctx, "", cfg.Update.HealthTarget) == nil },
+		Reboot:    o.Reboot,
+		Log:       log,
+	}
+	if d := time.Duration(cfg.Update.HealthDeadline); d > 0 {
+		ucfg.HealthDeadline = d
+	}
+	if o.Updater != nil {
+		o.Updater(&ucfg)
+	}
+	u, err := updater.New(ucfg)
+	if err != nil {
+		return err
+	}
+
+	host, _ := os.Hostname()
+	srv := &api.Server{Updater: &autoReboot{Updater: u, auto: cfg.AutoReboot()}, Ctx: ctx, Log: log, Info: func() api.Status {
+		st := api.Status{
+			Hostname: host,
+			Release:  api.Release{Name: rel.Name, Version: rel.Version, Board: rel.Board, Arch: rel.Arch, Kernel: rel.Kernel, BuildTime: buildTime.Unix()},
+			Boot:     api.Boot{Slot: bootloader.Slot(params.Slot), Trial: params.Trial},
+		}
+		if b, err := bs.Status(); err != nil {
+			st.BootStateError = err.Error()
+		} else {
+			st.BootState = &b
+		}
+		var si unix.Sysinfo_t
+		if unix.Sysinfo(&si) == nil {
+			st.UptimeSeconds = int64(si.Uptime)
+		}
+		return st
+	}}
+	ul, err := api.ListenUnix(o.Socket)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ctx, ul, "") }()
+	if cfg.API.Listen != "" {
+		tl, err := api.ListenTCP(cfg.API.Listen, cfg.API.Token)
+		if err != nil {
+			log.Error("device API on TCP not started", "err", err)
+		} else {
+			go func() { errc <- srv.Serve(ctx, tl, cfg.API.Token) }()
+			log.Info("device API", "listen", tl.Addr().String())
+		}
+	}
+	log.Info("supervisor up", "version", rel.Version, "board", rel.Board, "slot", params.Slot, "trial", params.Trial)
+	if err := u.Resume(ctx); err != nil {
+		log.Error("resume update", "err", err)
+	}
+	select {
+	case <-ctx.Done():
+		u.Wait()
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("device API: %w", err)
+	}
+}
+
+// autoReboot applies device.yaml's update.auto_reboot to updates started
+// through the API.
+type autoReboot struct {
+	*updater.Updater
+	auto bool
+}
+
+func (a *autoReboot) Start(ctx context.Context, r updater.Request) (string, error) {
+	r.NoReboot = r.NoReboot || !a.auto
+	return a.Updater.Start(ctx, r)
+}
+
+func (a *autoReboot) Install(ctx context.Context, r updater.Request, rd io.Reader, n int64) error {
+	r.NoReboot = r.NoReboot || !a.auto
+	return a.Updater.Install(ctx, r, rd, n)
+}
+
+// healthChecks builds the trial's checks; user checks are listed anew in
+// every round so a script dropped in during the trial counts.
+func healthChecks(o Options, cfg devconf.Config, rel Release) func(context.Context, bool) []health.Result {
+	base := []health.Check{
+		health.UnixSocket("supervisor-api", o.Socket),
+		health.DataWritable(o.StateDir),
+		health.Network("", cfg.Update.HealthTarget),
+	}
+	if cfg.Update.EngineSocket != "" {
+		base = append(base, health.UnixSocket("engine", cfg.Update.EngineSocket))
+	}
+	return func(ctx context.Context, networkWasUp bool) []health.Result {
+		checks := append([]health.Check(nil), base...)
+		user, err := health.UserDir(o.HealthDir, []string{"BULKHEAD_VERSION=" + rel.Version})
+		if err != nil {
+			checks = append(checks, health.Check{Name: "user", Run: func(context.Context) error { return err }})
+		}
+		c := health.Checker{Checks: append(checks, user...)}
+		return c.Run(ctx, networkWasUp)
+	}
+}
+
+// startNetwork brings up lo, the hostname and the wired interface. Errors
+// are logged, never fatal: a device without network still boots, checks
+// its health and serves the API on its socket.
+func startNetwork(ctx context.Context, cfg devconf.Config, rel Release, o Options, log *slog.Logger) {
+	if err := netconf.Loopback(); err != nil {
+		log.Warn("network", "err", err)
+	}
+	host := cfg.Hostname
+	if host == "" {
+		host = "bulkhead-" + strings.ReplaceAll(rel.Board, "_", "-")
+	}
+	if err := netconf.SetHostname(host); err != nil {
+		log.Warn("hostname", "err", err)
+	}
+	n := cfg.Network
+	if n.Mode == devconf.ModeOff {
+		return
+	}
+	ifname := n.Interface
+	if ifname == "" {
+		var err error
+		if ifname, err = netconf.FirstWired(""); err != nil {
+			log.Warn("network", "err", err)
+			return
+		}
+	}
+	if n.Mode == devconf.ModeStatic {
+		prefix, _ := netip.ParsePrefix(n.Address)
+		gw, _ := netip.ParseAddr(n.Gateway)
+		var dns []netip.Addr
+		for _, d := range n.DNS {
+			if a, err := netip.ParseAddr(d); err == nil {
+				dns = append(dns, a)
+			}
+		}
+		if err := netconf.Static(ifname, prefix, gw, dns, o.ResolvConf); err != nil {
+			log.Warn("network", "err", err)
+		}
+		return
+	}
+	d := &netconf.DHCP{Interface: ifname, ResolvConf: o.ResolvConf, Log: log}
+	go func() {
+		if err := d.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Warn("dhcp", "err", err)
+		}
+	}()
+}
