@@ -313,7 +313,9 @@ func readChunk(in *os.File, off, n int64, spare []byte) (bool, []byte, error) {
 	// SEEK_DATA moves to the first data at or after off; ENXIO means only
 	// a hole follows. Filesystems without hole tracking report everything
 	// as data, which merely costs a read.
-	if next, err := in.Seek(off, unix.SEEK_DATA); errors.Is(err, unix.ENXIO) || (err == nil && next >= off+n) {
+	// Only a full-size chunk may skip the read: a short final chunk is
+	// compressed like data and needs its n zero bytes.
+	if next, err := in.Seek(off, unix.SEEK_DATA); n == xzBlockSize && (errors.Is(err, unix.ENXIO) || (err == nil && next >= off+n)) {
 		return true, spare, nil
 	}
 	buf := spare
