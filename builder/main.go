@@ -3,6 +3,7 @@
 //	builder image -board raspberrypi3 [-version v] [-no-xz]
 //	builder lock  -board raspberrypi3            refresh boards/<board>.lock
 //	builder qemu  -board raspberrypi3            boot the built image on this terminal
+//	builder keygen -key <path>                    make an update signing key pair
 //	builder boards                                list the boards
 //
 // It is a thin main over the builder/... packages.
@@ -15,9 +16,11 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-os/bulkhead/builder/board"
@@ -27,6 +30,7 @@ import (
 	"github.com/bulkhead-os/bulkhead/builder/progress"
 	"github.com/bulkhead-os/bulkhead/builder/qemu"
 	"github.com/bulkhead-os/bulkhead/builder/resolve"
+	"github.com/bulkhead-os/bulkhead/supervisor/keys"
 )
 
 func main() {
@@ -48,6 +52,47 @@ type common struct {
 	src     string
 	verbose bool
 	noXZ    bool
+	key     string
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// defaultKeyPath keeps the signing key out of the repository, in the user's
+// configuration directory.
+func defaultKeyPath() string {
+	dir, err := os.UserConfigDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(dir, "bulkhead", "signing-key.pem")
+}
+
+// ensureKey makes a signing key pair at path on first use, like a newcomer
+// expects `make image` to just work; releases should pass their own -key.
+func ensureKey(path string) error {
+	if path == "" {
+		return errors.New("no signing key: pass -key or set BULKHEAD_SIGNING_KEY")
+	}
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	pub, priv, err := keys.Generate()
+	if err != nil {
+		return err
+	}
+	if err := keys.Save(path, pub, priv); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "builder: made a new update signing key %s (key id %s): devices built with it trust bundles signed by it only; back it up\n", path, keys.IDString(pub))
+	return nil
 }
 
 func run(ctx context.Context, args []string) error {
@@ -62,6 +107,7 @@ func run(ctx context.Context, args []string) error {
 	fs.StringVar(&c.src, "src", ".", "root of the Bulkhead source tree")
 	fs.BoolVar(&c.verbose, "v", false, "verbose logs")
 	fs.BoolVar(&c.noXZ, "no-xz", false, "skip the .img.xz (the slowest output)")
+	fs.StringVar(&c.key, "key", envOr("BULKHEAD_SIGNING_KEY", defaultKeyPath()), "private key that signs update bundles (made on first use)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,6 +128,14 @@ func run(ctx context.Context, args []string) error {
 			fmt.Println(n)
 		}
 		return nil
+	case "keygen":
+		if c.key == "" {
+			return errors.New("keygen: pass -key <path>")
+		}
+		if _, err := os.Stat(c.key); err == nil {
+			return fmt.Errorf("keygen: %s exists: refusing to overwrite a signing key", c.key)
+		}
+		return ensureKey(c.key)
 	case "image", "lock", "qemu":
 	default:
 		return usage()
@@ -138,7 +192,11 @@ func lockCmd(ctx context.Context, c common, b *board.Board, cch *cache.Cache, lo
 	if err != nil {
 		return err
 	}
-	f, err := resolve.Lock(ctx, a, b, nil)
+	osc, err := image.LoadOSConfig(c.src)
+	if err != nil {
+		return err
+	}
+	f, err := resolve.Lock(ctx, a, b, osc.Packages, osc.Exclude)
 	if err != nil {
 		return err
 	}
@@ -152,13 +210,9 @@ func lockCmd(ctx context.Context, c common, b *board.Board, cch *cache.Cache, lo
 }
 
 func buildImage(ctx context.Context, c common, b *board.Board, cch *cache.Cache, log *slog.Logger) (*image.Result, error) {
-	epoch := int64(0)
-	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a Unix time", s)
-		}
-		epoch = v
+	epoch, err := sourceDateEpoch(c.src)
+	if err != nil {
+		return nil, err
 	}
 	srcs, err := sources()
 	if err != nil {
@@ -170,21 +224,25 @@ func buildImage(ctx context.Context, c common, b *board.Board, cch *cache.Cache,
 	if err != nil {
 		return nil, err
 	}
+	if err := ensureKey(c.key); err != nil {
+		return nil, err
+	}
 	p := progress.New(os.Stderr)
 	res, err := image.Run(ctx, image.Config{
-		SrcDir:   src,
-		Board:    b,
-		LockFile: lockPath(c, b),
-		Name:     "bulkhead",
-		Version:  c.version,
-		Epoch:    time.Unix(epoch, 0).UTC(),
-		WorkDir:  filepath.Join(src, "build", b.Name),
-		OutDir:   filepath.Join(src, "deploy", b.Name),
-		Cache:    cch,
-		Sources:  srcs,
-		Compress: !c.noXZ,
-		Log:      log,
-		Progress: func(e image.Event) { p.Report(e.Phase, e.Item, e.Done, e.Total) },
+		SrcDir:     src,
+		Board:      b,
+		LockFile:   lockPath(c, b),
+		Name:       "bulkhead",
+		Version:    c.version,
+		Epoch:      time.Unix(epoch, 0).UTC(),
+		WorkDir:    filepath.Join(src, "build", b.Name),
+		OutDir:     filepath.Join(src, "deploy", b.Name),
+		Cache:      cch,
+		Sources:    srcs,
+		Compress:   !c.noXZ,
+		SigningKey: c.key,
+		Log:        log,
+		Progress:   func(e image.Event) { p.Report(e.Phase, e.Item, e.Done, e.Total) },
 	})
 	p.Done()
 	if err != nil {
@@ -192,4 +250,23 @@ func buildImage(ctx context.Context, c common, b *board.Board, cch *cache.Cache,
 	}
 	fmt.Fprintf(os.Stderr, "builder: %s built in %s\n  %s\n", b.Name, res.Took.Round(100*time.Millisecond), res.Image)
 	return res, nil
+}
+
+// sourceDateEpoch is SOURCE_DATE_EPOCH, else the last commit's time: every
+// timestamp in the image comes from it, so rebuilds are byte-identical.
+func sourceDateEpoch(src string) (int64, error) {
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v <= 0 {
+			return 0, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a Unix time in seconds", s)
+		}
+		return v, nil
+	}
+	out, err := exec.Command("git", "-C", src, "log", "-1", "--format=%ct").Output()
+	if err == nil {
+		if v, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil && v > 0 {
+			return v, nil
+		}
+	}
+	return 0, errors.New("SOURCE_DATE_EPOCH is not set and there is no git commit to take it from: set SOURCE_DATE_EPOCH=<unix seconds>")
 }

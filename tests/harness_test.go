@@ -75,6 +75,8 @@ func buildConfig(t testing.TB, b *board.Board, dir, version string) image.Config
 		Cache:    userCache(t),
 		Sources:  hostSources(t),
 		Compress: true,
+		// The clearly-marked development key of supervisor/bundle/testdata.
+		SigningKey: filepath.Join(srcDir(t), "supervisor/bundle/testdata/dev-key.pem"),
 	}
 }
 

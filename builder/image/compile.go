@@ -13,6 +13,9 @@ var programs = []struct {
 	{"./rootfs/cmd/initramfs", "initramfs-init", ""}, // goes into the initramfs only
 	{"./rootfs/cmd/init", "init", "/sbin/init"},
 	{"./bootloader/cmd/bulkhead-boot", "bulkhead-boot", "/usr/bin/bulkhead-boot"},
+	{"./supervisor/cmd/supervisor", "supervisor", "/usr/bin/supervisor"},
+	{"./supervisor/cmd/bulkheadctl", "bulkheadctl", "/usr/bin/bulkheadctl"},
+	{"./engine/cmd/engine", "engine", "/usr/bin/engine"},
 }
 
 // compile cross-compiles the device programs for the board.

@@ -26,7 +26,7 @@ func (b *Build) fetch(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	inputs := resolve.Inputs(b.cfg.Board, nil)
+	inputs := resolve.Inputs(b.cfg.Board, b.os.Packages)
 	if err := lf.Check(inputs); err != nil {
 		return err
 	}

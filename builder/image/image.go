@@ -57,10 +57,25 @@ type Config struct {
 	Cache  *cache.Cache
 	// Sources are the Debian mirrors, used only when the cache misses.
 	Sources []debian.Source
+	// SigningKey is the private key (PEM) that signs the OTA bundle; its
+	// public half (SigningKey+".pub") is baked into the image. Empty: no
+	// bundle, and the image trusts no update.
+	SigningKey string
+	// Overlay files are written into the root slot last, over everything
+	// else: a user's own files, or a test's deliberately broken variant.
+	Overlay []OverlayFile
 	// Compress writes the .img.xz (the slowest output).
 	Compress bool
 	Log      *slog.Logger
 	Progress func(Event)
+}
+
+// OverlayFile is one file of Config.Overlay.
+type OverlayFile struct {
+	// Path is absolute inside the slot, e.g. "/boot/initrd.img".
+	Path string
+	Data []byte
+	Mode os.FileMode
 }
 
 // Event reports progress of a long phase to the user interface.
@@ -73,7 +88,7 @@ type Event struct {
 
 // Result names the published outputs.
 type Result struct {
-	Image, XZ, Bmap, SBOM, Sums string
+	Image, XZ, Bmap, SBOM, Sums, Bundle string
 	// Slot is the root slot filesystem image (input of the OTA bundle).
 	Slot string
 	Took time.Duration
@@ -82,6 +97,7 @@ type Result struct {
 // Build carries one build through its phases.
 type Build struct {
 	cfg Config
+	os  *OSConfig
 	log *slog.Logger
 
 	// fetch
@@ -93,6 +109,7 @@ type Build struct {
 	kernelVersion string
 	kernelImage   string // file to install as /boot/vmlinuz
 	modules       []moduleFile
+	rootModules   []moduleFile
 	dtbs          []dtbFile
 
 	// compile
@@ -121,7 +138,11 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o755); err != nil {
 		return nil, fmt.Errorf("work dir: %w", err)
 	}
-	b := &Build{cfg: cfg, log: cfg.Log.With("board", cfg.Board.Name)}
+	osc, err := LoadOSConfig(cfg.SrcDir)
+	if err != nil {
+		return nil, err
+	}
+	b := &Build{cfg: cfg, os: osc, log: cfg.Log.With("board", cfg.Board.Name)}
 	phases := []struct {
 		name string
 		fn   func(context.Context) error

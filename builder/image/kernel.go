@@ -41,6 +41,22 @@ func (b *Build) kernel(ctx context.Context) error {
 	for _, m := range mods {
 		b.modules = append(b.modules, moduleFile{rel: m.Path, src: filepath.Join(k.ModulesDir, m.Path)})
 	}
+	b.rootModules = nil
+	seen := map[string]bool{}
+	for _, name := range append(append([]string(nil), b.os.Modules...), b.cfg.Board.Kernel.RootfsModules...) {
+		mods, err := k.Closure([]string{name})
+		if err != nil {
+			// Flavours differ (the rpi kernel has no PC network drivers).
+			b.log.Debug("module not in this kernel", "module", name, "err", err)
+			continue
+		}
+		for _, m := range mods {
+			if !seen[m.Path] {
+				seen[m.Path] = true
+				b.rootModules = append(b.rootModules, moduleFile{rel: m.Path, src: filepath.Join(k.ModulesDir, m.Path)})
+			}
+		}
+	}
 	dtbs, err := k.DTBs(b.cfg.Board.Kernel.DTBs)
 	if err != nil {
 		return fmt.Errorf("dtbs of %s: %w", b.cfg.Board.File, err)

@@ -15,6 +15,8 @@ import (
 	"github.com/bulkhead-os/bulkhead/builder/compress"
 	"github.com/bulkhead-os/bulkhead/builder/debian"
 	"github.com/bulkhead-os/bulkhead/builder/sbom"
+	"github.com/bulkhead-os/bulkhead/supervisor/bundle"
+	"github.com/bulkhead-os/bulkhead/supervisor/keys"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -58,6 +60,10 @@ func (b *Build) outputs(ctx context.Context) (*Result, error) {
 		return f.Close()
 	})
 	g.Go(func() error { return b.writeSBOM(filepath.Join(stage, base+".spdx.json")) })
+	if b.cfg.SigningKey != "" {
+		names = append(names, base+".bundle")
+		g.Go(func() error { return b.writeBundle(filepath.Join(stage, base+".bundle"), stage) })
+	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
@@ -90,7 +96,32 @@ func (b *Build) outputs(ctx context.Context) (*Result, error) {
 	if b.cfg.Compress {
 		res.XZ = res.Image + ".xz"
 	}
+	if b.cfg.SigningKey != "" {
+		res.Bundle = filepath.Join(b.cfg.OutDir, base+".bundle")
+	}
 	return res, nil
+}
+
+// writeBundle signs the root slot image into the OTA bundle
+// (docs/update-protocol.md).
+func (b *Build) writeBundle(path, tmp string) error {
+	key, err := keys.LoadPrivate(b.cfg.SigningKey)
+	if err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	m := bundle.Manifest{
+		Name:      b.cfg.Name,
+		Version:   b.cfg.Version,
+		Board:     b.cfg.Board.Name,
+		Arch:      b.cfg.Board.Arch,
+		Kernel:    b.kernelVersion,
+		BuildTime: b.cfg.Epoch.Unix(),
+	}
+	b.cfg.Progress(Event{Phase: "bundle", Item: filepath.Base(path)})
+	if _, err := bundle.WriteFile(path, m, b.slotImage, key, &bundle.WriteOptions{TempDir: tmp}); err != nil {
+		return fmt.Errorf("bundle: %w", err)
+	}
+	return nil
 }
 
 func (b *Build) writeSBOM(path string) error {

@@ -27,8 +27,12 @@ type Service struct {
 	Args []string `json:"args,omitempty"`
 }
 
-// services PID 1 starts; the supervisor and engine issues add theirs.
-var services = []Service{}
+// services PID 1 starts and restarts (docs/update-protocol.md, docs/engine.md).
+var services = []Service{
+	{Name: "supervisor", Path: "/usr/bin/supervisor"},
+	{Name: "engine", Path: "/usr/bin/engine", Args: []string{
+		"--root", "/data/engine", "--exec-root", "/run/bulkhead", "--socket", "/run/bulkhead/engine.sock", "--runc", "/usr/sbin/runc"}},
+}
 
 // rootfs stages the root slot's tree in the work directory.
 func (b *Build) rootfs(ctx context.Context) error {
@@ -36,8 +40,15 @@ func (b *Build) rootfs(ctx context.Context) error {
 	if err := os.RemoveAll(root); err != nil {
 		return fmt.Errorf("clean %s: %w", root, err)
 	}
-	for _, d := range []string{"boot/dtbs", "boot/firmware", "data", "dev", "etc/bulkhead", "proc", "run", "sys", "tmp", "usr/bin", "sbin", "mnt", "var"} {
+	for _, d := range []string{"boot/dtbs", "boot/firmware", "data", "dev", "etc/bulkhead", "proc", "run", "sys", "tmp", "usr/bin", "usr/sbin", "usr/lib", "usr/lib64", "mnt", "var"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			return err
+		}
+	}
+	// Debian bookworm's merged /usr: the dynamic loader and runc's
+	// libraries are found through these links.
+	for _, l := range []string{"bin", "sbin", "lib", "lib64"} {
+		if err := os.Symlink("usr/"+l, filepath.Join(root, l)); err != nil {
 			return err
 		}
 	}
@@ -48,7 +59,7 @@ func (b *Build) rootfs(ctx context.Context) error {
 		if p.dest == "" {
 			continue
 		}
-		if err := copyFile(filepath.Join(b.binDir, p.name), filepath.Join(root, p.dest), 0o755); err != nil {
+		if err := copyFile(filepath.Join(b.binDir, p.name), filepath.Join(root, mergedUsr(strings.TrimPrefix(p.dest, "/"))), 0o755); err != nil {
 			return err
 		}
 	}
@@ -73,11 +84,43 @@ func (b *Build) rootfs(ctx context.Context) error {
 	if err := writeJSON(filepath.Join(root, "etc/bulkhead/services.json"), services); err != nil {
 		return err
 	}
+	if err := b.installPackages(root); err != nil {
+		return err
+	}
+	if err := b.installModules(root); err != nil {
+		return err
+	}
+	if err := b.installKeys(root); err != nil {
+		return err
+	}
+	// The supervisor writes the resolver configuration it learns by DHCP
+	// under /run: the root filesystem is read-only.
+	if err := os.Symlink("../run/bulkhead/resolv.conf", filepath.Join(root, "etc/resolv.conf")); err != nil {
+		return err
+	}
 	osRelease := fmt.Sprintf("NAME=%q\nID=%s\nPRETTY_NAME=%q\nVERSION_ID=%q\nVARIANT_ID=%s\nHOME_URL=%q\n",
 		"Bulkhead", b.cfg.Name, "Bulkhead "+b.cfg.Version+" ("+b.cfg.Board.Name+")", b.cfg.Version, b.cfg.Board.Name,
 		"https://github.com/bulkhead-os/bulkhead")
 	if err := os.WriteFile(filepath.Join(root, "etc/os-release"), []byte(osRelease), 0o644); err != nil {
 		return err
+	}
+	for _, o := range b.cfg.Overlay {
+		rel := strings.TrimPrefix(filepath.Clean("/"+o.Path), "/")
+		dst := filepath.Join(root, rel)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		os.Remove(dst)
+		mode := o.Mode
+		if mode == 0 {
+			mode = 0o644
+		}
+		if err := os.WriteFile(dst, o.Data, mode); err != nil {
+			return fmt.Errorf("overlay %s: %w", o.Path, err)
+		}
+		if err := os.Chmod(dst, mode); err != nil {
+			return err
+		}
 	}
 	b.rootDir = root
 	return nil

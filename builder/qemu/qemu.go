@@ -41,6 +41,8 @@ type Config struct {
 	// Bootargs are extra kernel arguments written into the copy's boot
 	// partition (bulkhead/bootargs.env), added to the board's qemu.bootargs.
 	Bootargs string
+	// HostForward adds user-mode network forwards, e.g. "tcp::18080-:8080".
+	HostForward []string
 	// ExtraArgs are appended to the QEMU command line (e.g. a blklogwrites drive).
 	ExtraArgs []string
 	// Console receives the serial console as it arrives (optional).
@@ -141,7 +143,11 @@ func Prepare(ctx context.Context, cfg Config) (*Machine, error) {
 		args = append(args, "-drive", "if=none,id=disk0,format=raw,file="+m.Disk, "-device", "virtio-blk-pci,drive=disk0")
 	}
 	if q.Machine == "virt" || q.Machine == "q35" {
-		args = append(args, "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0")
+		netdev := "user,id=net0"
+		for _, f := range cfg.HostForward {
+			netdev += ",hostfwd=" + f
+		}
+		args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0")
 	}
 	args = append(args, q.Serial...)
 	args = append(args, q.Args...)

@@ -77,7 +77,8 @@ func Components(b *board.Board) []string {
 }
 
 // Lock resolves a board's requests against the archive's current indexes.
-func Lock(ctx context.Context, a *debian.Archive, b *board.Board, rootfs []string) (*lock.File, error) {
+// rootfs packages are pinned with their dependency closure, minus exclude.
+func Lock(ctx context.Context, a *debian.Archive, b *board.Board, rootfs, exclude []string) (*lock.File, error) {
 	ix, err := a.Index(ctx, b.Arch, Components(b))
 	if err != nil {
 		return nil, fmt.Errorf("index %s: %w", b.Arch, err)
@@ -109,13 +110,17 @@ func Lock(ctx context.Context, a *debian.Archive, b *board.Board, rootfs []strin
 		pkgs = append(pkgs, pkg)
 	}
 	if len(rootfs) > 0 {
-		closure, err := ix.Closure(rootfs, nil)
+		skip := map[string]bool{}
+		for _, e := range exclude {
+			skip[e] = true
+		}
+		closure, err := ix.Closure(rootfs, skip)
 		if err != nil {
 			return nil, fmt.Errorf("root filesystem packages: %w", err)
 		}
 		pkgs = append(pkgs, closure...)
 	}
-	f := &lock.File{Release: Release, Inputs: Inputs(b, rootfs)}
+	f := &lock.File{Board: b.Name, Release: Release, Inputs: Inputs(b, rootfs)}
 	seen := map[string]bool{}
 	for _, p := range pkgs {
 		if seen[p.Name] {

@@ -24,6 +24,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -38,6 +39,7 @@ import (
 
 	"github.com/bulkhead-os/bulkhead/rootfs/cmdline"
 	"github.com/bulkhead-os/bulkhead/rootfs/console"
+	"github.com/bulkhead-os/bulkhead/rootfs/kmod"
 	"github.com/bulkhead-os/bulkhead/rootfs/mounts"
 	"github.com/bulkhead-os/bulkhead/rootfs/reaper"
 	"github.com/bulkhead-os/bulkhead/rootfs/release"
@@ -136,6 +138,7 @@ func (p *pid1) run() {
 		rel = &release.Release{}
 	}
 	p.setHostname(rel.Board)
+	p.loadModules(modulesFile)
 
 	specs, err := service.LoadSpecs(service.DefaultSpecPath)
 	if err != nil {
@@ -341,4 +344,37 @@ func remountReadOnly(dir string) error {
 		return fmt.Errorf("remount %s read-only: %w; lazy unmount: %w", dir, err, uerr)
 	}
 	return fmt.Errorf("remount %s read-only: %w; detached it lazily instead", dir, err)
+}
+
+// modulesFile lists the root filesystem's modules (networking, containers),
+// dependencies first, as the builder computed them: there is no udev to load
+// them on demand.
+const modulesFile = "/etc/bulkhead/modules.json"
+
+type moduleList struct {
+	Kernel  string   `json:"kernel"`
+	Modules []string `json:"modules"`
+}
+
+// loadModules loads every listed module. A failure is logged, never fatal:
+// a missing network or container driver must not stop the device from
+// reaching its supervisor.
+func (p *pid1) loadModules(path string) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	var l moduleList
+	if err == nil {
+		err = json.Unmarshal(data, &l)
+	}
+	if err != nil {
+		p.log.Warn("modules", "err", err)
+		return
+	}
+	for _, m := range l.Modules {
+		if err := kmod.Load(filepath.Join("/lib/modules", l.Kernel, m), ""); err != nil {
+			p.log.Warn("module", "module", m, "err", err)
+		}
+	}
 }
