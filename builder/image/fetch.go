@@ -97,3 +97,12 @@ func exists(path string) bool {
 	_, err := os.Stat(path)
 	return err == nil
 }
+
+func (b *Build) pinOf(name string) lock.Pin {
+	for _, in := range b.pins {
+		if in.pin.Name == name {
+			return in.pin
+		}
+	}
+	return lock.Pin{}
+}

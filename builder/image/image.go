@@ -143,30 +143,46 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	b := &Build{cfg: cfg, os: osc, log: cfg.Log.With("board", cfg.Board.Name)}
-	phases := []struct {
+	type phase struct {
 		name string
 		fn   func(context.Context) error
-	}{
-		{"fetch", b.fetch},
+	}
+	run := func(phases []phase) error {
+		for _, p := range phases {
+			t := time.Now()
+			cfg.Progress(Event{Phase: p.name})
+			if err := p.fn(ctx); err != nil {
+				return fmt.Errorf("%s: %s: %w", cfg.Board.Name, p.name, err)
+			}
+			b.log.Debug("phase done", "phase", p.name, "took", time.Since(t).Round(time.Millisecond))
+		}
+		return nil
+	}
+	if err := run([]phase{{"fetch", b.fetch}, {"compile", b.compile}}); err != nil {
+		return nil, err
+	}
+	key, err := b.inputsKey()
+	if err != nil {
+		return nil, err
+	}
+	if res, ok := b.upToDate(key); ok {
+		cfg.Progress(Event{Phase: "up to date"})
+		res.Took = time.Since(start)
+		return res, nil
+	}
+	if err := run([]phase{
 		{"kernel", b.kernel},
-		{"compile", b.compile},
 		{"initramfs", b.initramfs},
 		{"rootfs", b.rootfs},
 		{"slot", b.slot},
 		{"boot", b.boot},
 		{"data", b.data},
 		{"disk", b.disk},
-	}
-	for _, p := range phases {
-		t := time.Now()
-		cfg.Progress(Event{Phase: p.name})
-		if err := p.fn(ctx); err != nil {
-			return nil, fmt.Errorf("%s: %s: %w", cfg.Board.Name, p.name, err)
-		}
-		b.log.Debug("phase done", "phase", p.name, "took", time.Since(t).Round(time.Millisecond))
+	}); err != nil {
+		return nil, err
 	}
 	cfg.Progress(Event{Phase: "outputs"})
-	res, err := b.outputs(ctx)
+	res, err := b.outputs(ctx, key)
 	if err != nil {
 		return nil, fmt.Errorf("%s: outputs: %w", cfg.Board.Name, err)
 	}

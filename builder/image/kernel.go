@@ -67,11 +67,19 @@ func (b *Build) kernel(ctx context.Context) error {
 	}
 	b.kernelImage = k.Image
 	if b.cfg.Board.Kernel.Compress == "gzip" {
-		out := b.work("vmlinuz.gz")
-		if err := k.GzipImage(out); err != nil {
-			return err
+		// Compressing 33 MB at the best level takes seconds: do it once per
+		// kernel package, in the cache.
+		pin := b.pinOf(b.kernelPkg)
+		dir, ok := b.cfg.Cache.Dir("vmlinuz-gz", pin.SHA256)
+		if !ok {
+			dir, err = b.cfg.Cache.PutDir("vmlinuz-gz", pin.SHA256, func(tmp string) error {
+				return k.GzipImage(filepath.Join(tmp, "vmlinuz.gz"))
+			})
+			if err != nil {
+				return err
+			}
 		}
-		b.kernelImage = out
+		b.kernelImage = filepath.Join(dir, "vmlinuz.gz")
 	}
 	if _, err := os.Stat(b.kernelImage); err != nil {
 		return fmt.Errorf("kernel image: %w", err)

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/bulkhead-os/bulkhead/builder/bmap"
 	"github.com/bulkhead-os/bulkhead/builder/compress"
@@ -23,7 +25,7 @@ import (
 // outputs writes every output into a private directory beside OutDir and
 // renames them into place only when all are complete, so a failed build
 // never leaves a partial image in deploy/.
-func (b *Build) outputs(ctx context.Context) (*Result, error) {
+func (b *Build) outputs(ctx context.Context, key string) (*Result, error) {
 	if err := os.MkdirAll(b.cfg.OutDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -33,7 +35,8 @@ func (b *Build) outputs(ctx context.Context) (*Result, error) {
 	}
 	defer os.RemoveAll(stage)
 
-	base := fmt.Sprintf("%s-%s-%s", b.cfg.Name, b.cfg.Board.Name, b.cfg.Version)
+	base := b.base()
+	os.Remove(b.keyFile())
 	img := filepath.Join(stage, base+".img")
 	if err := os.Rename(b.diskImage, img); err != nil {
 		return nil, err
@@ -49,6 +52,7 @@ func (b *Build) outputs(ctx context.Context) (*Result, error) {
 		})
 	}
 	g.Go(func() error {
+		defer b.timed("bmap")()
 		f, err := os.Create(filepath.Join(stage, base+".img.bmap"))
 		if err != nil {
 			return err
@@ -59,20 +63,37 @@ func (b *Build) outputs(ctx context.Context) (*Result, error) {
 		}
 		return f.Close()
 	})
-	g.Go(func() error { return b.writeSBOM(filepath.Join(stage, base+".spdx.json")) })
+	g.Go(func() error {
+		defer b.timed("sbom")()
+		return b.writeSBOM(filepath.Join(stage, base+".spdx.json"))
+	})
 	if b.cfg.SigningKey != "" {
 		names = append(names, base+".bundle")
-		g.Go(func() error { return b.writeBundle(filepath.Join(stage, base+".bundle"), stage) })
+		g.Go(func() error {
+			defer b.timed("bundle")()
+			return b.writeBundle(filepath.Join(stage, base+".bundle"), stage)
+		})
 	}
+	// The image is the biggest file to hash: do it alongside the others.
+	var imgSum string
+	g.Go(func() error {
+		defer b.timed("sha256 img")()
+		var err error
+		imgSum, err = fileSHA256(img)
+		return err
+	})
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	sort.Strings(names)
 	var sums strings.Builder
 	for _, n := range names {
-		sum, err := fileSHA256(filepath.Join(stage, n))
-		if err != nil {
-			return nil, err
+		sum := imgSum
+		if n != base+".img" {
+			var err error
+			if sum, err = fileSHA256(filepath.Join(stage, n)); err != nil {
+				return nil, err
+			}
 		}
 		fmt.Fprintf(&sums, "%s  %s\n", sum, n)
 	}
@@ -86,10 +107,19 @@ func (b *Build) outputs(ctx context.Context) (*Result, error) {
 			return nil, fmt.Errorf("publish %s: %w", n, err)
 		}
 	}
+	if err := b.recordInputs(key, append(names, "SHA256SUMS")); err != nil {
+		return nil, err
+	}
+	return b.result(), nil
+}
+
+// result names the published outputs of this build.
+func (b *Build) result() *Result {
+	base := filepath.Join(b.cfg.OutDir, b.base())
 	res := &Result{
-		Image: filepath.Join(b.cfg.OutDir, base+".img"),
-		Bmap:  filepath.Join(b.cfg.OutDir, base+".img.bmap"),
-		SBOM:  filepath.Join(b.cfg.OutDir, base+".spdx.json"),
+		Image: base + ".img",
+		Bmap:  base + ".img.bmap",
+		SBOM:  base + ".spdx.json",
 		Sums:  filepath.Join(b.cfg.OutDir, "SHA256SUMS"),
 		Slot:  b.slotImage,
 	}
@@ -97,9 +127,9 @@ func (b *Build) outputs(ctx context.Context) (*Result, error) {
 		res.XZ = res.Image + ".xz"
 	}
 	if b.cfg.SigningKey != "" {
-		res.Bundle = filepath.Join(b.cfg.OutDir, base+".bundle")
+		res.Bundle = base + ".bundle"
 	}
-	return res, nil
+	return res
 }
 
 // writeBundle signs the root slot image into the OTA bundle
@@ -118,10 +148,29 @@ func (b *Build) writeBundle(path, tmp string) error {
 		BuildTime: b.cfg.Epoch.Unix(),
 	}
 	b.cfg.Progress(Event{Phase: "bundle", Item: filepath.Base(path)})
-	if _, err := bundle.WriteFile(path, m, b.slotImage, key, &bundle.WriteOptions{TempDir: tmp}); err != nil {
+	img, err := os.Open(b.slotImage)
+	if err != nil {
+		return err
+	}
+	defer img.Close()
+	src, err := newSparseReader(img)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(f, 1<<20)
+	if _, err := bundle.Write(w, m, src, key, &bundle.WriteOptions{TempDir: tmp}); err != nil {
+		f.Close()
 		return fmt.Errorf("bundle: %w", err)
 	}
-	return nil
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 func (b *Build) writeSBOM(path string) error {
@@ -171,15 +220,45 @@ func (b *Build) writeSBOM(path string) error {
 	return f.Close()
 }
 
+// timed logs how long a step took, at debug level.
+func (b *Build) timed(step string) func() {
+	start := time.Now()
+	return func() { b.log.Debug("step done", "step", step, "took", time.Since(start).Round(time.Millisecond)) }
+}
+
+// fileSHA256 hashes a file, feeding the holes of a sparse file from memory
+// instead of reading gigabytes of zeros through the kernel.
 func fileSHA256(path string) (string, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	fi, err := f.Stat()
+	if err != nil {
+		return "", err
+	}
+	ranges, err := bmap.DataRanges(f)
+	if err != nil {
 		return "", fmt.Errorf("hash %s: %w", path, err)
 	}
+	h := sha256.New()
+	zero := make([]byte, 1<<20)
+	zeros := func(n int64) {
+		for n > 0 {
+			k := min(n, int64(len(zero)))
+			h.Write(zero[:k])
+			n -= k
+		}
+	}
+	var pos int64
+	for _, r := range ranges {
+		zeros(r.Offset - pos)
+		if _, err := io.Copy(h, io.NewSectionReader(f, r.Offset, r.Length)); err != nil {
+			return "", fmt.Errorf("hash %s: %w", path, err)
+		}
+		pos = r.Offset + r.Length
+	}
+	zeros(fi.Size() - pos)
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
