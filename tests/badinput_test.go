@@ -10,6 +10,7 @@ import (
 
 	"github.com/bulkhead-os/bulkhead/builder/cache"
 	"github.com/bulkhead-os/bulkhead/builder/debian"
+	"github.com/bulkhead-os/bulkhead/builder/ext4"
 	"github.com/bulkhead-os/bulkhead/builder/image"
 	"github.com/bulkhead-os/bulkhead/builder/lock"
 )
@@ -139,6 +140,9 @@ func TestBadInputGivesAClearErrorAndNoOutputs(t *testing.T) {
 			}
 		}
 		t.Setenv("PATH", bin)
+		saved := ext4.ToolDirs
+		ext4.ToolDirs = nil
+		t.Cleanup(func() { ext4.ToolDirs = saved })
 		_, err := image.Run(context.Background(), cfg)
 		if err == nil || !strings.Contains(err.Error(), "mke2fs") || !strings.Contains(err.Error(), "e2fsprogs") {
 			t.Fatalf("err = %v, want it to name mke2fs and the package e2fsprogs", err)

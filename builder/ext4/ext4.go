@@ -189,9 +189,9 @@ func isUUID(s string) bool {
 
 type tools struct{ mke2fs, debugfs, dumpe2fs string }
 
-// sbinDirs are searched after PATH: Debian keeps e2fsprogs in /sbin, outside
+// ToolDirs are searched after PATH: Debian keeps e2fsprogs in /sbin, outside
 // a normal user's PATH.
-var sbinDirs = []string{"/usr/sbin", "/sbin"}
+var ToolDirs = []string{"/usr/sbin", "/sbin"}
 
 func findTools() (tools, error) {
 	var t tools
@@ -201,7 +201,7 @@ func findTools() (tools, error) {
 	}{{"mke2fs", &t.mke2fs}, {"debugfs", &t.debugfs}, {"dumpe2fs", &t.dumpe2fs}} {
 		path, err := exec.LookPath(p.name)
 		if err != nil {
-			for _, dir := range sbinDirs {
+			for _, dir := range ToolDirs {
 				if _, serr := os.Stat(filepath.Join(dir, p.name)); serr == nil {
 					path, err = filepath.Join(dir, p.name), nil
 					break

@@ -391,9 +391,9 @@ func TestBuildReportsATreeThatDoesNotFit(t *testing.T) {
 
 func TestBuildNamesTheMissingTool(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	saved := sbinDirs
-	sbinDirs = nil
-	defer func() { sbinDirs = saved }()
+	saved := ToolDirs
+	ToolDirs = nil
+	defer func() { ToolDirs = saved }()
 	err := Build(context.Background(), options(t.TempDir(), filepath.Join(t.TempDir(), "x"), false))
 	if err == nil || !strings.Contains(err.Error(), "mke2fs not found: install e2fsprogs (apt-get install e2fsprogs)") {
 		t.Errorf("Build error = %v", err)

@@ -243,6 +243,8 @@ func (d *Daemon) restore(ctx context.Context) {
 			c.RestartCount++
 			if err := d.startLocked(ctx, c); err != nil {
 				slog.Error("engine: restart at boot", "container", c.Name, "err", err)
+			} else {
+				slog.Info("engine: started by its restart policy", "container", c.Name, "id", c.ID[:12], "policy", c.HostConfig.RestartPolicy.Name)
 			}
 		}
 		c.mu.Unlock()

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-os/bulkhead/engine/api"
+	"github.com/bulkhead-os/bulkhead/engine/apps"
 	"github.com/bulkhead-os/bulkhead/engine/daemon"
 	"github.com/bulkhead-os/bulkhead/engine/pull"
 	"github.com/bulkhead-os/bulkhead/engine/shim"
@@ -105,6 +106,7 @@ func run() error {
 		regConfig   = flag.String("registry-config", "", "docker config.json with registry credentials (default <root>/config.json)")
 		logMaxSize  = flag.Int64("log-max-size", 10<<20, "bytes per container log file before rotation")
 		logMaxFiles = flag.Int("log-max-files", 3, "container log files kept, current one included")
+		appsFile    = flag.String("apps", apps.DefaultPath, "apps file (a Compose subset) the engine runs and keeps running; re-read on SIGHUP; \"\" for none")
 		verbose     = flag.Bool("v", false, "log every API call and lifecycle step")
 		showVersion = flag.Bool("version", false, "print the version and exit")
 		dns         listFlag
@@ -117,7 +119,9 @@ func run() error {
 		fmt.Println("engine", version)
 		return nil
 	}
-	level := slog.LevelWarn
+	// Info: a line at start and one per action the engine takes on its
+	// own (apps, restarts at boot); the device has no other way to tell.
+	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug
 	}
@@ -153,6 +157,28 @@ func run() error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	slog.Info("engine: serving", "socket", *socket, "root", *root, "platform", *platform)
+	// SIGHUP re-reads the apps file (and never kills the engine).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	appsDone := make(chan struct{})
+	go func() {
+		defer close(appsDone)
+		if *appsFile != "" {
+			(&apps.Reconciler{Engine: apps.Daemon(d), Path: *appsFile}).Run(ctx, reload)
+		}
+	}()
+	// The reconciler finishes its current step before the daemon lets go
+	// of the container records.
+	defer func() { cancel(); <-appsDone }()
 	select {
 	case <-ctx.Done():
 		// Containers keep running under their shims; the next engine
