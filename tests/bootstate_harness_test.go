@@ -35,11 +35,15 @@ import (
 )
 
 // Console lines of the boot scripts (bootloader/uboot.hush.tmpl and
-// grub.cfg.tmpl). U-Boot prints seq as 0x<hex>, GRUB in decimal.
+// grub.cfg.tmpl). U-Boot prints seq as 0x<hex>, GRUB in decimal. Every
+// pattern ends in text that follows the last value on its line: the console
+// arrives a few bytes at a time, and "seq=0x2" must not match while "710"
+// is still on its way. GRUB ends its lines with "\n\r", so a line may start
+// with a carriage return.
 var (
-	decisionRE  = regexp.MustCompile(`(?m)^bulkhead: boot slot=([ab]) trial=([01]) seq=(0x[0-9a-f]+|[0-9]+)`)
-	neitherRE   = regexp.MustCompile(`(?m)^bulkhead: neither slot booted`)
-	scriptRE    = regexp.MustCompile(`(?m)^bulkhead: (boot script on|grub\.cfg on) `)
+	decisionRE  = regexp.MustCompile(`(?m)^\r?bulkhead: boot slot=([ab]) trial=([01]) seq=(0x[0-9a-f]+|[0-9]+) from `)
+	neitherRE   = regexp.MustCompile(`(?m)^\r?bulkhead: neither slot booted`)
+	scriptRE    = regexp.MustCompile(`(?m)^\r?bulkhead: (boot script on|grub\.cfg on) `)
 	panicRE     = regexp.MustCompile(`Kernel panic - not syncing`)
 	badExitRE   = regexp.MustCompile(`(?m)^bulkhead-test: bad init: exiting`)
 	badHangRE   = regexp.MustCompile(`(?m)^bulkhead-test: bad init: hanging`)
@@ -482,6 +486,9 @@ func newBootVM(t *testing.T, b *board.Board, img string, api bool) *bootVM {
 		LockFile: filepath.Join(srcDir(t), "boards", b.Name+".lock"),
 		WorkDir:  t.TempDir(),
 	}
+	if os.Getenv("BULKHEAD_TEST_CONSOLE") != "" {
+		cfg.Console = os.Stderr // for debugging a single test
+	}
 	port := 0
 	if api {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -506,6 +513,9 @@ func newBootVM(t *testing.T, b *board.Board, img string, api bool) *bootVM {
 	}
 	t.Cleanup(func() {
 		m.PowerCut()
+		if os.Getenv("BULKHEAD_TEST_CONSOLE") != "" {
+			os.WriteFile("/tmp/console-"+b.Name+".raw", []byte(m.Log()), 0o644)
+		}
 		if t.Failed() {
 			t.Logf("%s: serial console of the last start:\n%s\n--- end ---", b.Name, m.Log())
 		}

@@ -30,9 +30,17 @@ func main() {
 		WorkDir: filepath.Join(out, "work"), OutDir: filepath.Join(out, "deploy"),
 		Cache: c, Sources: s, Compress: false,
 		SigningKey: filepath.Join(src, "supervisor/bundle/testdata/dev-key.pem"),
+		Overlay: overlay(),
 	})
 	if err != nil {
 		panic(err)
 	}
 	fmt.Println(time.Since(start), res.Image, res.Bundle, res.Slot)
+}
+
+func overlay() []image.OverlayFile {
+	if os.Getenv("VERBOSE") == "" {
+		return nil
+	}
+	return []image.OverlayFile{{Path: "/etc/bulkhead/services.json", Data: []byte(`[{"name":"supervisor","path":"/usr/bin/supervisor","args":["-v"]}]`)}}
 }

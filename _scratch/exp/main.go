@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-os/bulkhead/builder/board"
@@ -22,7 +23,7 @@ func main() {
 	con, _ := os.Create("/tmp/ota/" + name + "-console.log")
 	ctx := context.Background()
 	m, err := qemu.Prepare(ctx, qemu.Config{Board: b, Image: img, Cache: c, LockFile: filepath.Join(src, "boards", name+".lock"),
-		WorkDir: "/tmp/ota/" + name + "-vm", HostForward: []string{"tcp:127.0.0.1:" + port + "-:7070"}, Console: con, Bootargs: "panic=1"})
+		WorkDir: "/tmp/ota/" + name + "-vm", HostForward: []string{"tcp:127.0.0.1:" + port + "-:7070"}, Console: con, Bootargs: "panic=1", ExtraArgs: strings.Fields(os.Getenv("EXTRA"))})
 	if err != nil {
 		panic(err)
 	}
@@ -35,7 +36,7 @@ func main() {
 		panic(err)
 	}
 	defer m.PowerCut()
-	re := regexp.MustCompile(`(?m)^bulkhead: ready .*$`)
+	re := regexp.MustCompile(`(?m)^bulkhead: ready .*trial=\d`)
 	l, _, err := m.Wait(ctx, re, 0, 5*time.Minute)
 	fmt.Println(time.Since(start), l, err)
 	if bundle == "" || bundle == "-" {

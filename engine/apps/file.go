@@ -204,8 +204,7 @@ func (f *File) decodeServices(v *yaml.Node) error {
 		if sv.Kind != yaml.MappingNode {
 			return fmt.Errorf("apps file line %d: service %q: want a mapping with at least image:", sv.Line, name)
 		}
-		for j := 0; j+1 < len(sv.Content); j += 2 {
-			key := sv.Content[j]
+		for _, key := range mappingKeys(sv) {
 			if strings.HasPrefix(key.Value, "x-") || contains(serviceKeys, key.Value) {
 				continue
 			}
@@ -225,6 +224,38 @@ func (f *File) decodeServices(v *yaml.Node) error {
 		f.Services[name] = s
 	}
 	return nil
+}
+
+// mappingKeys lists the keys of a mapping, those brought in by YAML merge
+// keys (`<<: *common`) included. Merges are followed a few levels deep and
+// a few hundred keys wide: a file of nested aliases must not make the
+// engine spin.
+func mappingKeys(m *yaml.Node) []*yaml.Node {
+	var keys []*yaml.Node
+	var walk func(m *yaml.Node, depth int)
+	walk = func(m *yaml.Node, depth int) {
+		if m.Kind == yaml.AliasNode && m.Alias != nil {
+			m = m.Alias
+		}
+		if depth > 4 || len(keys) > 512 || m.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(m.Content); i += 2 {
+			k, v := m.Content[i], m.Content[i+1]
+			switch {
+			case k.Tag != "!!merge":
+				keys = append(keys, k)
+			case v.Kind == yaml.SequenceNode:
+				for _, e := range v.Content {
+					walk(e, depth+1)
+				}
+			default:
+				walk(v, depth+1)
+			}
+		}
+	}
+	walk(m, 0)
+	return keys
 }
 
 func checkVolumeDecls(v *yaml.Node) error {

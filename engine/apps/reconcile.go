@@ -136,7 +136,8 @@ func (r *Reconciler) Run(ctx context.Context, reload <-chan struct{}) {
 				r.log().Warn("engine: apps not all running yet: retrying", "in", backoff, "err", err)
 				retry = time.After(backoff)
 				backoff = min(backoff*2, maxB)
-			} else {
+			} else if err == nil {
+				r.log().Info("engine: apps up to date", "services", len(f.Services))
 				backoff = minB
 			}
 		}

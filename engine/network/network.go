@@ -238,7 +238,10 @@ func (m *Manager) attach(id string, ip net.IP) (*Endpoint, error) {
 	if err := netlink.LinkSetUp(hl); err != nil {
 		return nil, err
 	}
-	h, err := netlink.NewHandleAt(ns)
+	// Route sockets only: by default the handle also opens NETLINK_XFRM,
+	// which needs the xfrm_user module that a device's kernel may not have
+	// loaded (EPROTONOSUPPORT, seen on Debian's arm64 kernel under QEMU).
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("netlink in container namespace: %w", err)
 	}

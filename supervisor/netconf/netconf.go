@@ -184,6 +184,9 @@ func (d *DHCP) Once(ctx context.Context) (*Lease, error) {
 		return nil, err
 	}
 	if d.client == nil {
+		if err := waitForEntropy(ctx); err != nil {
+			return nil, err
+		}
 		t := d.Timeout
 		if t <= 0 {
 			t = 10 * time.Second
@@ -262,6 +265,7 @@ func (d *DHCP) Run(ctx context.Context) error {
 	defer d.Close()
 	wait := 2 * time.Second
 	var lease *Lease
+	failing := false
 	for {
 		var err error
 		if lease == nil {
@@ -276,9 +280,18 @@ func (d *DHCP) Run(ctx context.Context) error {
 		}
 		next := wait
 		if err != nil {
-			log.Debug("dhcp", "interface", d.Interface, "err", err)
+			// The first failure after start or after a lease says why
+			// at warning level (a device without an address is the
+			// first thing a user asks about); the retries are detail.
+			lvl := slog.LevelDebug
+			if !failing {
+				lvl = slog.LevelWarn
+			}
+			log.Log(ctx, lvl, "dhcp: no lease yet, retrying", "interface", d.Interface, "err", err, "retry_in", next)
+			failing = true
 			wait = min(wait*2, time.Minute)
 		} else {
+			failing = false
 			log.Info("dhcp lease", "interface", d.Interface, "address", lease.Address.String(), "router", lease.Router.String(), "lease", lease.Duration)
 			wait = 2 * time.Second
 			next = max(lease.Duration/2, 10*time.Second)
@@ -290,5 +303,37 @@ func (d *DHCP) Run(ctx context.Context) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+	}
+}
+
+// waitForEntropy returns once the kernel's random number generator is
+// seeded. nclient4 draws its transaction IDs from u-root's rand, which
+// polls getrandom(2) with GRND_NONBLOCK in a busy loop until the CRNG is
+// ready; a non-blocking call never makes the kernel seed it, so on a board
+// without a hardware RNG or early entropy (QEMU's q35 with the default CPU
+// is one) DHCP would spin on one core and never send a packet. A blocking
+// getrandom makes the kernel generate jitter entropy (Linux 5.4 and later,
+// drivers/char/random.c try_to_generate_entropy) and returns within about a
+// second. It runs in a goroutine so that ctx still cancels the wait.
+func waitForEntropy(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() {
+		var b [1]byte
+		for {
+			_, err := unix.Getrandom(b[:], 0)
+			if err != unix.EINTR {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		if err != nil && err != unix.ENOSYS {
+			return fmt.Errorf("seed the random number generator: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }

@@ -146,3 +146,39 @@ func isZero(b []byte) bool {
 	}
 	return true
 }
+
+// Snapshot is a view's disk in a form that outlives the Checker that made
+// it: the changes over the base image.
+type Snapshot struct {
+	log    *Log
+	layers [][]extent
+}
+
+// Snapshot copies the view's changes.
+func (v *View) Snapshot() *Snapshot {
+	s := &Snapshot{log: v.log}
+	for _, l := range v.layers {
+		s.layers = append(s.layers, slices.Clone(l.ext))
+	}
+	return s
+}
+
+// WriteTo writes the changes into w, which must hold a copy of the base
+// image: w then holds the crash state's disk.
+func (s *Snapshot) WriteTo(w io.WriterAt) error {
+	ss := int64(s.log.SectorSize)
+	for _, l := range s.layers {
+		for _, x := range l {
+			e := s.log.Entries[x.entry]
+			off := x.start - e.Sector
+			data, err := s.log.Data(e, off, off+(x.end-x.start))
+			if err != nil {
+				return err
+			}
+			if _, err := w.WriteAt(data, int64(x.start)*ss); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

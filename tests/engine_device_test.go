@@ -1,0 +1,271 @@
+package tests
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/bulkhead-os/bulkhead/builder/qemu"
+	"github.com/bulkhead-os/bulkhead/supervisor/client"
+)
+
+// Console lines of the engine (PID 1 prefixes a service's output with its
+// name; the engine logs with slog's text handler).
+var (
+	appStartedRE    = regexp.MustCompile(`(?m)^engine: .*msg="engine: app started" app=web container=([0-9a-f]{12})`)
+	policyStartedRE = regexp.MustCompile(`(?m)^engine: .*msg="engine: started by its restart policy" container=web id=([0-9a-f]{12})`)
+)
+
+// webAnswer is what tests/testdata/webapp answers.
+type webAnswer struct {
+	Hostname string `json:"hostname"`
+	BootID   string `json:"boot_id"`
+	Arch     string `json:"arch"`
+	Starts   int    `json:"starts"`
+	Greeting string `json:"greeting"`
+}
+
+// TestEngineRunsTheAppsFileAndBringsTheAppBackAfterReboots is issue 6's
+// on-device proof, for the QEMU boards with a network: a user writes
+// bulkhead/apps.yaml onto the boot partition of a freshly built image; at
+// boot the engine pulls the app (a multi-platform image, from a registry
+// on the host) and runs it with a published port the host reaches; after
+// an orderly reboot through the supervisor's API and after a power cut the
+// same container runs again, brought back by its restart policy, with its
+// named volume intact.
+func TestEngineRunsTheAppsFileAndBringsTheAppBackAfterReboots(t *testing.T) {
+	reg := startAppRegistry(t)
+	reg.PushIndex(t, "test/webapp:1", map[string]v1.Image{
+		"amd64": webappImage(t, "amd64"),
+		"arm64": webappImage(t, "arm64"),
+	})
+	for _, name := range []string{"x86_64", "qemu-aarch64"} {
+		t.Run(name, func(t *testing.T) {
+			res := buildOnce(t, name)
+			t.Parallel()
+			b := loadBoard(t, name)
+			webPort, apiPort := freeHostPort(t), freeHostPort(t)
+			token := randomToken(t)
+			m, err := qemu.Prepare(context.Background(), qemu.Config{
+				Board: b, Image: res.Image, Cache: userCache(t),
+				LockFile: filepath.Join(srcDir(t), "boards", b.Name+".lock"), WorkDir: t.TempDir(),
+				HostForward: []string{
+					fmt.Sprintf("tcp:127.0.0.1:%d-:8080", webPort),
+					fmt.Sprintf("tcp:127.0.0.1:%d-:7070", apiPort),
+				},
+				// An entropy source, as a VM host gives: QEMU's emulated
+				// x86 CPU has no RDRAND, and until the kernel's pool is
+				// ready DHCP cannot pick a transaction ID (minutes).
+				ExtraArgs: []string{"-device", "virtio-rng-pci"},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// What a user writes onto the card after flashing it.
+			writeBootFile(t, m.Disk, "apps.yaml", fmt.Sprintf(`# The containers this device runs (docs/engine.md).
+services:
+  web:
+    image: %s
+    command: ["-listen", ":80", "-state", "/data/starts"]
+    ports: ["8080:80"]
+    volumes: ["webdata:/data"]
+    environment:
+      GREETING: hello from %s
+`, reg.GuestRef("test/webapp:1"), name))
+			writeBootFile(t, m.Disk, "device.yaml", fmt.Sprintf("api:\n  listen: \":7070\"\n  token: %q\n", token))
+
+			ctx, cancel := context.WithCancel(context.Background())
+			t.Cleanup(cancel)
+			dev := &device{t: t, m: m, ctx: ctx, url: fmt.Sprintf("http://127.0.0.1:%d/", webPort)}
+			if err := m.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(m.PowerCut)
+
+			// Boot 1: pull, create, start.
+			off := dev.wait(readyRE, 0, 6*time.Minute, "the ready line")
+			line, _ := dev.waitLine(appStartedRE, off, 5*time.Minute, "the engine to pull and start the app")
+			id := appStartedRE.FindStringSubmatch(line)[1]
+			first := dev.answer(3*time.Minute, "the app's published port", func(a webAnswer) bool { return true })
+			if first.Hostname != id || first.Arch != b.Go.Arch || first.Starts != 1 || first.Greeting != "hello from "+name {
+				dev.fatalf("first boot: the app answered %+v, want hostname %s (the container), arch %s, start 1, the greeting", first, id, b.Go.Arch)
+			}
+			t.Logf("%s: boot 1: container %s answers from its published port", name, id)
+
+			// Boot 2: an orderly reboot (PID 1 stops everything, unmounts).
+			rebootAt := m.Offset()
+			if os.Getenv("SCRATCH_CONSOLE") != "" {
+				time.Sleep(20 * time.Second)
+			}
+			if _, err := client.TCP(fmt.Sprintf("127.0.0.1:%d", apiPort), token).Reboot(ctx); err != nil {
+				dev.fatalf("reboot through the supervisor's API: %v", err)
+			}
+			off = dev.wait(readyRE, rebootAt, 6*time.Minute, "the ready line after the reboot")
+			dev.expectBack(off, id, first)
+			second := dev.answer(3*time.Minute, "the app after the reboot", func(a webAnswer) bool { return a.BootID != first.BootID })
+			dev.expectSameApp("after the reboot", second, first)
+			t.Logf("%s: boot 2 (reboot): container %s is back, start %d", name, id, second.Starts)
+
+			// Boot 3: a power cut.
+			if os.Getenv("SCRATCH_CONSOLE") != "" {
+				t.Logf("console 1+2:\n%s", m.Log())
+			}
+			m.PowerCut()
+			if err := m.Start(ctx); err != nil {
+				t.Fatal(err)
+			}
+			off = dev.wait(readyRE, 0, 6*time.Minute, "the ready line after the power cut")
+			dev.expectBack(off, id, second)
+			third := dev.answer(3*time.Minute, "the app after the power cut", func(a webAnswer) bool { return a.BootID != second.BootID })
+			dev.expectSameApp("after the power cut", third, second)
+			t.Logf("%s: boot 3 (power cut): container %s is back, start %d", name, id, third.Starts)
+			if os.Getenv("SCRATCH_CONSOLE") != "" {
+				time.Sleep(20 * time.Second)
+				t.Logf("console:\n%s", m.Log())
+			}
+		})
+	}
+}
+
+// device is one QEMU machine under test, seen from the host.
+type device struct {
+	t   *testing.T
+	m   *qemu.Machine
+	ctx context.Context
+	url string
+}
+
+func (d *device) fatalf(format string, args ...any) {
+	d.t.Helper()
+	d.t.Fatalf("%s\n--- serial console ---\n%s\n--- end ---", fmt.Sprintf(format, args...), d.m.Log())
+}
+
+func (d *device) waitLine(re *regexp.Regexp, from int, timeout time.Duration, what string) (string, int) {
+	d.t.Helper()
+	line, off, err := d.m.Wait(d.ctx, re, from, timeout)
+	if err != nil {
+		d.fatalf("waiting for %s: %v", what, err)
+	}
+	return line, off
+}
+
+func (d *device) wait(re *regexp.Regexp, from int, timeout time.Duration, what string) int {
+	d.t.Helper()
+	_, off := d.waitLine(re, from, timeout, what)
+	return off
+}
+
+// expectBack checks the console of the boot starting at off: the engine
+// restarted container id by its restart policy instead of re-creating it.
+func (d *device) expectBack(off int, id string, before webAnswer) {
+	d.t.Helper()
+	line, _ := d.waitLine(policyStartedRE, off, 5*time.Minute, "the engine to start the app by its restart policy")
+	if got := policyStartedRE.FindStringSubmatch(line)[1]; got != id {
+		d.fatalf("the engine started container %s at boot, want %s", got, id)
+	}
+	if appStartedRE.MatchString(d.m.Log()[off:]) {
+		d.fatalf("the engine re-created the app at boot instead of restarting container %s", id)
+	}
+}
+
+// expectSameApp checks that the app answering now is the container that
+// answered before, started again, with the start count its volume kept.
+func (d *device) expectSameApp(when string, now, before webAnswer) {
+	d.t.Helper()
+	if now.Hostname != before.Hostname || now.Arch != before.Arch || now.Greeting != before.Greeting || now.Starts <= before.Starts {
+		d.fatalf("%s the app answered %+v; before: %+v (want the same container, started again, its volume's count higher)", when, now, before)
+	}
+}
+
+// answer polls the app's published port through QEMU's forward until it
+// answers and ok accepts the answer.
+func (d *device) answer(timeout time.Duration, what string, ok func(webAnswer) bool) webAnswer {
+	d.t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second}
+	deadline := time.Now().Add(timeout)
+	var last string
+	for {
+		resp, err := hc.Get(d.url)
+		if err == nil {
+			var a webAnswer
+			err = json.NewDecoder(resp.Body).Decode(&a)
+			resp.Body.Close()
+			if err == nil && ok(a) {
+				return a
+			}
+			if err == nil {
+				err = fmt.Errorf("answer %+v", a)
+			}
+		}
+		last = err.Error()
+		if time.Now().After(deadline) {
+			d.fatalf("waiting %s for %s at %s: last: %s", timeout, what, d.url, last)
+		}
+		select {
+		case <-d.ctx.Done():
+			d.fatalf("waiting for %s: %v", what, d.ctx.Err())
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// writeBootFile writes bulkhead/<name> onto the boot partition (FAT) of a
+// disk image with mtools, as a user does on a PC after flashing.
+func writeBootFile(t *testing.T, disk, name, content string) {
+	t.Helper()
+	out, err := exec.Command("sfdisk", "--json", disk).Output()
+	if err != nil {
+		t.Fatalf("sfdisk --json %s: %v", disk, err)
+	}
+	var table struct {
+		PartitionTable struct {
+			Partitions []struct {
+				Start int64 `json:"start"`
+			} `json:"partitions"`
+		} `json:"partitiontable"`
+	}
+	if err := json.Unmarshal(out, &table); err != nil || len(table.PartitionTable.Partitions) == 0 {
+		t.Fatalf("%s: no partition table (%v)", disk, err)
+	}
+	// Partition 1 is the boot partition (docs/architecture.md).
+	img := fmt.Sprintf("%s@@%d", disk, table.PartitionTable.Partitions[0].Start*512)
+	src := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// mmd fails when the directory exists; mcopy tells if it is missing.
+	exec.Command("mmd", "-i", img, "::bulkhead").Run()
+	if out, err := exec.Command("mcopy", "-o", "-i", img, src, "::bulkhead/"+name).CombinedOutput(); err != nil {
+		t.Fatalf("write bulkhead/%s onto the boot partition (mtools): %v\n%s", name, err, out)
+	}
+}
+
+func freeHostPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func randomToken(t *testing.T) string {
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b)
+}
