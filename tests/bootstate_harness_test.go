@@ -468,6 +468,8 @@ type bootVM struct {
 	disk *stateDisk
 	ctx  context.Context
 	pos  int
+	// started is when the machine was last started.
+	started time.Time
 	// api is the supervisor's TCP address on the host ("" without network).
 	api string
 }
@@ -529,6 +531,7 @@ func (v *bootVM) start() {
 		v.t.Fatal(err)
 	}
 	v.pos = 0
+	v.started = time.Now()
 }
 
 // stop cuts the power.
@@ -542,6 +545,9 @@ func (v *bootVM) wait(re *regexp.Regexp, timeout time.Duration) []string {
 		v.t.Fatalf("%s: %v\n--- console since the last match ---\n%s\n--- end ---", v.name, err, consoleTail(v.m.Log(), v.pos))
 	}
 	v.pos = next
+	if testing.Verbose() {
+		v.t.Logf("%s: %q at %s", v.name, strings.TrimSpace(line), time.Since(v.started).Round(100*time.Millisecond))
+	}
 	return re.FindStringSubmatch(line)
 }
 

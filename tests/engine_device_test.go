@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,11 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/bulkhead-os/bulkhead/builder/board"
 	"github.com/bulkhead-os/bulkhead/builder/qemu"
 	"github.com/bulkhead-os/bulkhead/supervisor/client"
 )
@@ -25,16 +28,22 @@ import (
 // name; the engine logs with slog's text handler).
 var (
 	appStartedRE    = regexp.MustCompile(`(?m)^engine: .*msg="engine: app started" app=web container=([0-9a-f]{12})`)
+	appCreatedRE    = regexp.MustCompile(`(?m)^engine: .*msg="engine: app (created|started)" app=web`)
+	appsUpToDateRE  = regexp.MustCompile(`(?m)^engine: .*msg="engine: apps up to date" services=1`)
 	policyStartedRE = regexp.MustCompile(`(?m)^engine: .*msg="engine: started by its restart policy" container=web id=([0-9a-f]{12})`)
 )
 
 // webAnswer is what tests/testdata/webapp answers.
 type webAnswer struct {
-	Hostname string `json:"hostname"`
-	BootID   string `json:"boot_id"`
-	Arch     string `json:"arch"`
-	Starts   int    `json:"starts"`
-	Greeting string `json:"greeting"`
+	Hostname  string `json:"hostname"`
+	BootID    string `json:"boot_id"`
+	Arch      string `json:"arch"`
+	Starts    int    `json:"starts"`
+	Greeting  string `json:"greeting"`
+	Cgroup    string `json:"cgroup"`
+	MemoryMax string `json:"memory_max"`
+	CPUMax    string `json:"cpu_max"`
+	PidsMax   string `json:"pids_max"`
 }
 
 // TestEngineRunsTheAppsFileAndBringsTheAppBackAfterReboots is issue 6's
@@ -56,25 +65,8 @@ func TestEngineRunsTheAppsFileAndBringsTheAppBackAfterReboots(t *testing.T) {
 			res := buildOnce(t, name)
 			t.Parallel()
 			b := loadBoard(t, name)
-			webPort, apiPort := freeHostPort(t), freeHostPort(t)
-			token := randomToken(t)
-			m, err := qemu.Prepare(context.Background(), qemu.Config{
-				Board: b, Image: res.Image, Cache: userCache(t),
-				LockFile: filepath.Join(srcDir(t), "boards", b.Name+".lock"), WorkDir: t.TempDir(),
-				HostForward: []string{
-					fmt.Sprintf("tcp:127.0.0.1:%d-:8080", webPort),
-					fmt.Sprintf("tcp:127.0.0.1:%d-:7070", apiPort),
-				},
-				// An entropy source, as a VM host gives: QEMU's emulated
-				// x86 CPU has no RDRAND, and until the kernel's pool is
-				// ready DHCP cannot pick a transaction ID (minutes).
-				ExtraArgs: []string{"-device", "virtio-rng-pci"},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
 			// What a user writes onto the card after flashing it.
-			writeBootFile(t, m.Disk, "apps.yaml", fmt.Sprintf(`# The containers this device runs (docs/engine.md).
+			apps := fmt.Sprintf(`# The containers this device runs (docs/engine.md).
 services:
   web:
     image: %s
@@ -83,68 +75,108 @@ services:
     volumes: ["webdata:/data"]
     environment:
       GREETING: hello from %s
-`, reg.GuestRef("test/webapp:1"), name))
-			writeBootFile(t, m.Disk, "device.yaml", fmt.Sprintf("api:\n  listen: \":7070\"\n  token: %q\n", token))
-
-			ctx, cancel := context.WithCancel(context.Background())
-			t.Cleanup(cancel)
-			dev := &device{t: t, m: m, ctx: ctx, url: fmt.Sprintf("http://127.0.0.1:%d/", webPort)}
-			if err := m.Start(ctx); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(m.PowerCut)
+    mem_limit: 64m
+    cpus: 0.5
+    pids_limit: 50
+`, reg.GuestRef("test/webapp:1"), name)
+			dev := bootDevice(t, b, res.Image, apps)
 
 			// Boot 1: pull, create, start.
-			off := dev.wait(readyRE, 0, 6*time.Minute, "the ready line")
-			line, _ := dev.waitLine(appStartedRE, off, 5*time.Minute, "the engine to pull and start the app")
+			line, _ := dev.waitLine(appStartedRE, 0, 5*time.Minute, "the engine to pull and start the app")
 			id := appStartedRE.FindStringSubmatch(line)[1]
 			first := dev.answer(3*time.Minute, "the app's published port", func(a webAnswer) bool { return true })
 			if first.Hostname != id || first.Arch != b.Go.Arch || first.Starts != 1 || first.Greeting != "hello from "+name {
 				dev.fatalf("first boot: the app answered %+v, want hostname %s (the container), arch %s, start 1, the greeting", first, id, b.Go.Arch)
 			}
+			// The limits reached the kernel through runc's cgroup v2 driver,
+			// in the container's own cgroup namespace.
+			if first.Cgroup != "0::/" || first.MemoryMax != "67108864" || first.CPUMax != "50000 100000" || first.PidsMax != "50" {
+				dev.fatalf("the app's cgroup is %q with memory.max %q, cpu.max %q, pids.max %q; want 0::/ (cgroup v2, own namespace), 67108864, \"50000 100000\", 50",
+					first.Cgroup, first.MemoryMax, first.CPUMax, first.PidsMax)
+			}
 			t.Logf("%s: boot 1: container %s answers from its published port", name, id)
 
 			// Boot 2: an orderly reboot (PID 1 stops everything, unmounts).
-			rebootAt := m.Offset()
-			if os.Getenv("SCRATCH_CONSOLE") != "" {
-				time.Sleep(20 * time.Second)
-			}
-			if _, err := client.TCP(fmt.Sprintf("127.0.0.1:%d", apiPort), token).Reboot(ctx); err != nil {
+			// QEMU resets the machine and the console log goes on.
+			bootAt := dev.m.Offset()
+			if _, err := client.TCP(dev.api, dev.token).Reboot(dev.ctx); err != nil {
 				dev.fatalf("reboot through the supervisor's API: %v", err)
 			}
-			off = dev.wait(readyRE, rebootAt, 6*time.Minute, "the ready line after the reboot")
-			dev.expectBack(off, id, first)
+			dev.wait(readyRE, bootAt, 6*time.Minute, "the ready line after the reboot")
+			dev.expectBack(bootAt, id)
 			second := dev.answer(3*time.Minute, "the app after the reboot", func(a webAnswer) bool { return a.BootID != first.BootID })
 			dev.expectSameApp("after the reboot", second, first)
 			t.Logf("%s: boot 2 (reboot): container %s is back, start %d", name, id, second.Starts)
 
-			// Boot 3: a power cut.
-			if os.Getenv("SCRATCH_CONSOLE") != "" {
-				t.Logf("console 1+2:\n%s", m.Log())
-			}
-			m.PowerCut()
-			if err := m.Start(ctx); err != nil {
+			// Boot 3: a power cut. A new QEMU process: a new console log.
+			dev.m.PowerCut()
+			if err := dev.m.Start(dev.ctx); err != nil {
 				t.Fatal(err)
 			}
-			off = dev.wait(readyRE, 0, 6*time.Minute, "the ready line after the power cut")
-			dev.expectBack(off, id, second)
+			dev.wait(readyRE, 0, 6*time.Minute, "the ready line after the power cut")
+			dev.expectBack(0, id)
 			third := dev.answer(3*time.Minute, "the app after the power cut", func(a webAnswer) bool { return a.BootID != second.BootID })
 			dev.expectSameApp("after the power cut", third, second)
 			t.Logf("%s: boot 3 (power cut): container %s is back, start %d", name, id, third.Starts)
-			if os.Getenv("SCRATCH_CONSOLE") != "" {
-				time.Sleep(20 * time.Second)
-				t.Logf("console:\n%s", m.Log())
-			}
 		})
+	}
+}
+
+// bootDevice prepares a copy of img with apps.yaml and a device.yaml that
+// opens the supervisor's TCP API on the boot partition, boots it with the
+// app's port (8080) and the API (7070) forwarded to free host ports, and
+// waits for the ready line.
+func bootDevice(t *testing.T, b *board.Board, img, apps string) *device {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for attempt := 1; ; attempt++ {
+		webPort, apiPort := freeHostPort(t), freeHostPort(t)
+		m, err := qemu.Prepare(ctx, qemu.Config{
+			Board: b, Image: img, Cache: userCache(t),
+			LockFile: filepath.Join(srcDir(t), "boards", b.Name+".lock"), WorkDir: t.TempDir(),
+			HostForward: []string{
+				fmt.Sprintf("tcp:127.0.0.1:%d-:8080", webPort),
+				fmt.Sprintf("tcp:127.0.0.1:%d-:7070", apiPort),
+			},
+			// An entropy source, as a VM host gives: QEMU's emulated x86
+			// CPU has no RDRAND, and until the kernel's pool is ready the
+			// supervisor's DHCP cannot draw a transaction ID (minutes).
+			ExtraArgs: []string{"-device", "virtio-rng-pci"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev := &device{t: t, m: m, ctx: ctx, url: fmt.Sprintf("http://127.0.0.1:%d/", webPort),
+			api: fmt.Sprintf("127.0.0.1:%d", apiPort), token: randomToken(t)}
+		writeBootFile(t, m.Disk, "apps.yaml", apps)
+		writeBootFile(t, m.Disk, "device.yaml", fmt.Sprintf("api:\n  listen: \":7070\"\n  token: %q\n", dev.token))
+		if err := m.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(m.PowerCut)
+		_, _, err = m.Wait(ctx, readyRE, 0, 6*time.Minute)
+		// Another process may have taken a port between freeHostPort and
+		// QEMU's bind; QEMU then exits at once.
+		if errors.Is(err, qemu.ErrExited) && strings.Contains(m.Log(), "Could not set up host forwarding") && attempt < 3 {
+			t.Logf("%s: QEMU could not forward a port, retrying: %s", b.Name, strings.TrimSpace(m.Log()))
+			continue
+		}
+		if err != nil {
+			dev.fatalf("%s: waiting for the ready line: %v\ncommand: %s", b.Name, err, strings.Join(m.Command(), " "))
+		}
+		return dev
 	}
 }
 
 // device is one QEMU machine under test, seen from the host.
 type device struct {
-	t   *testing.T
-	m   *qemu.Machine
-	ctx context.Context
-	url string
+	t     *testing.T
+	m     *qemu.Machine
+	ctx   context.Context
+	url   string // the app's published port, forwarded
+	api   string // the supervisor's TCP API, forwarded
+	token string // its bearer token
 }
 
 func (d *device) fatalf(format string, args ...any) {
@@ -161,22 +193,23 @@ func (d *device) waitLine(re *regexp.Regexp, from int, timeout time.Duration, wh
 	return line, off
 }
 
-func (d *device) wait(re *regexp.Regexp, from int, timeout time.Duration, what string) int {
+func (d *device) wait(re *regexp.Regexp, from int, timeout time.Duration, what string) {
 	d.t.Helper()
-	_, off := d.waitLine(re, from, timeout, what)
-	return off
+	d.waitLine(re, from, timeout, what)
 }
 
-// expectBack checks the console of the boot starting at off: the engine
-// restarted container id by its restart policy instead of re-creating it.
-func (d *device) expectBack(off int, id string, before webAnswer) {
+// expectBack checks the console of the boot that starts at offset from:
+// the engine restarted container id by its restart policy, and reconciling
+// the apps file then found nothing to create or start.
+func (d *device) expectBack(from int, id string) {
 	d.t.Helper()
-	line, _ := d.waitLine(policyStartedRE, off, 5*time.Minute, "the engine to start the app by its restart policy")
+	line, _ := d.waitLine(policyStartedRE, from, 5*time.Minute, "the engine to start the app by its restart policy")
 	if got := policyStartedRE.FindStringSubmatch(line)[1]; got != id {
 		d.fatalf("the engine started container %s at boot, want %s", got, id)
 	}
-	if appStartedRE.MatchString(d.m.Log()[off:]) {
-		d.fatalf("the engine re-created the app at boot instead of restarting container %s", id)
+	_, end := d.waitLine(appsUpToDateRE, from, 5*time.Minute, "the engine to reconcile the apps file")
+	if appCreatedRE.MatchString(d.m.Log()[from:end]) {
+		d.fatalf("the engine re-created or started the app itself at boot instead of restarting container %s by its policy", id)
 	}
 }
 

@@ -1,12 +1,14 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -121,7 +123,7 @@ func TestTrialBootsFallBackOrCommit(t *testing.T) {
 					v.stop()
 					d.writeSlot(t, slotA, res.Slot)
 					if tb.panicInit {
-						d.replaceInSlot(t, slotA, "/sbin/init", badInit(t, d.board, "exit"), 0o755)
+						d.replaceInSlot(t, slotA, "/usr/sbin/init", badInit(t, d.board, "exit"), 0o755)
 					} else {
 						d.replaceInSlot(t, slotA, "/boot/initrd.img", randomBytes(t, 64<<10), 0o644)
 					}
@@ -145,7 +147,7 @@ func TestTrialBootsFallBackOrCommit(t *testing.T) {
 					v.t = t
 					v.stop()
 					d.writeSlot(t, slotA, res.Slot)
-					d.replaceInSlot(t, slotA, "/sbin/init", badInit(t, d.board, "hang"), 0o755)
+					d.replaceInSlot(t, slotA, "/usr/sbin/init", badInit(t, d.board, "hang"), 0o755)
 					armed := startTrial(t, d, slotA, 1)
 					v.start()
 					v.expectDecision(slotA, true, armed.Seq+1)
@@ -173,7 +175,7 @@ func TestTrialBootsFallBackOrCommit(t *testing.T) {
 			v.t = t
 			v.stop()
 			if got := fileSHA256(t, d.path, d.part(t, 3).Start, d.part(t, 3).Size); got != slotSum {
-				t.Errorf("committed slot b was written: its bytes no longer match the slot image")
+				t.Errorf("committed slot b was written: its bytes no longer match the slot image: %s", diffBlocks(t, res.Slot, d.path, d.part(t, 3).Start))
 			}
 		})
 	}
@@ -210,6 +212,46 @@ func fileSHA256(t *testing.T, path string, off, size int64) string {
 		t.Fatal(err)
 	}
 	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+// diffBlocks describes the 4 KiB blocks in which image and the partition
+// at off of disk differ.
+func diffBlocks(t *testing.T, image, disk string, off int64) string {
+	t.Helper()
+	fa, err := os.Open(image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fa.Close()
+	fb, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fb.Close()
+	fi, err := fa.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	ba, bb := make([]byte, 4096), make([]byte, 4096)
+	for blk := int64(0); blk*4096 < fi.Size(); blk++ {
+		fa.ReadAt(ba, blk*4096)
+		fb.ReadAt(bb, off+blk*4096)
+		if !bytes.Equal(ba, bb) {
+			n := 0
+			for i := range ba {
+				if ba[i] != bb[i] {
+					n++
+				}
+			}
+			out = append(out, fmt.Sprintf("block %d (%d bytes)", blk, n))
+			if len(out) == 20 {
+				out = append(out, "...")
+				break
+			}
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 // expectDecision waits for the boot script's decision and checks it.

@@ -31,6 +31,14 @@ func main() {
 	if err := m.WriteBootFile(ctx, "bulkhead/device.yaml", []byte(yaml)); err != nil {
 		panic(err)
 	}
+	if strings.HasPrefix(bundle, "inbox:") {
+		t := time.Now()
+		if err := m.WriteDataFile(ctx, "supervisor/inbox/new.bundle", strings.TrimPrefix(bundle, "inbox:")); err != nil {
+			panic(err)
+		}
+		fmt.Println("wrote inbox", time.Since(t))
+		bundle = "-"
+	}
 	start := time.Now()
 	if err := m.Start(ctx); err != nil {
 		panic(err)

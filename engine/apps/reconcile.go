@@ -205,7 +205,7 @@ func (r *Reconciler) ensure(ctx context.Context, s *Service, have []daemon.Conta
 	if !ok {
 		r.log().Info("engine: app pulling image", "app", s.Name, "image", s.Image)
 		if imageID, err = r.Engine.Pull(ctx, s.Image); err != nil {
-			return fmt.Errorf("pull %s: %w", s.Image, err)
+			return err // the puller's errors name the image
 		}
 		r.log().Info("engine: app pulled image", "app", s.Name, "image", s.Image, "id", short(imageID))
 	}

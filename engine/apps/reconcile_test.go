@@ -60,11 +60,11 @@ func (f *fakeEngine) Pull(ctx context.Context, ref string) (string, error) {
 	defer f.mu.Unlock()
 	f.record("pull %s", ref)
 	if f.pullErr != nil {
-		return "", f.pullErr
+		return "", fmt.Errorf("pull %s: %w", ref, f.pullErr)
 	}
 	id, ok := f.registry[ref]
 	if !ok {
-		return "", fmt.Errorf("%s: not in the registry", ref)
+		return "", fmt.Errorf("pull %s: not in the registry", ref)
 	}
 	f.images[ref] = id
 	return id, nil

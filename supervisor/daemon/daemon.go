@@ -31,6 +31,7 @@ import (
 	"github.com/bulkhead-os/bulkhead/supervisor/clock"
 	"github.com/bulkhead-os/bulkhead/supervisor/devconf"
 	"github.com/bulkhead-os/bulkhead/supervisor/health"
+	"github.com/bulkhead-os/bulkhead/supervisor/inbox"
 	"github.com/bulkhead-os/bulkhead/supervisor/keys"
 	"github.com/bulkhead-os/bulkhead/supervisor/netconf"
 	"github.com/bulkhead-os/bulkhead/supervisor/slot"
@@ -47,6 +48,8 @@ type Options struct {
 	DeviceConfig string         // /boot/firmware/bulkhead/device.yaml
 	StateDir     string         // /data/supervisor
 	HealthDir    string         // /data/supervisor/health.d
+	OSHealthDir  string         // /etc/bulkhead/health.d
+	InboxDir     string         // /data/supervisor/inbox
 	Socket       string         // /run/bulkhead/supervisor.sock
 	Cmdline      string         // /proc/cmdline
 	Sysfs        blockdev.Sysfs // /sys/block, /dev
@@ -58,6 +61,8 @@ type Options struct {
 	SetClock bool
 	// DiskTimeout bounds the wait for the boot disk; default 30 s.
 	DiskTimeout time.Duration
+	// InboxInterval is how often InboxDir is scanned; default 5 s.
+	InboxInterval time.Duration
 	// Reboot replaces the real reboot (signal PID 1) in tests.
 	Reboot func() error
 	// Updater tweaks the updater's config before it starts (tests).
@@ -76,6 +81,8 @@ func (o *Options) defaults() {
 	def(&o.DeviceConfig, devconf.DefaultPath)
 	def(&o.StateDir, "/data/supervisor")
 	def(&o.HealthDir, filepath.Join(o.StateDir, "health.d"))
+	def(&o.OSHealthDir, health.DefaultOSDir)
+	def(&o.InboxDir, filepath.Join(o.StateDir, "inbox"))
 	def(&o.Socket, api.DefaultSocket)
 	def(&o.Cmdline, "/proc/cmdline")
 	def(&o.ResolvConf, netconf.DefaultResolvConf)
@@ -194,7 +201,7 @@ func Run(ctx context.Context, o Options) error {
 		Board:     rel.Board,
 		Trusted:   trusted,
 		Sources:   source.Options{Board: rel.Board},
-		Health:    healthChecks(o, cfg, rel),
+		Health:    healthChecks(o, cfg, rel, params.Slot),
 		NetworkUp: func(ctx context.Context) bool { return health.NetworkUp(ctx, "", cfg.Update.HealthTarget) == nil },
 		Reboot:    o.Reboot,
 		Log:       log,
@@ -211,7 +218,8 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	host, _ := os.Hostname()
-	srv := &api.Server{Updater: &autoReboot{Updater: u, auto: cfg.AutoReboot()}, Ctx: ctx, Log: log, Info: func() api.Status {
+	au := &autoReboot{Updater: u, auto: cfg.AutoReboot()}
+	srv := &api.Server{Updater: au, Ctx: ctx, Log: log, Info: func() api.Status {
 		st := api.Status{
 			Hostname: host,
 			Release:  api.Release{Name: rel.Name, Version: rel.Version, Board: rel.Board, Arch: rel.Arch, Kernel: rel.Kernel, BuildTime: buildTime.Unix()},
@@ -247,6 +255,13 @@ func Run(ctx context.Context, o Options) error {
 	if err := u.Resume(ctx); err != nil {
 		log.Error("resume update", "err", err)
 	}
+	// Bundles dropped onto the data partition (no network needed).
+	inb := &inbox.Watcher{Dir: o.InboxDir, Updater: au, Interval: o.InboxInterval, Log: log}
+	go func() {
+		if err := inb.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("update inbox", "err", err)
+		}
+	}()
 	select {
 	case <-ctx.Done():
 		u.Wait()
@@ -273,9 +288,10 @@ func (a *autoReboot) Install(ctx context.Context, r updater.Request, rd io.Reade
 	return a.Updater.Install(ctx, r, rd, n)
 }
 
-// healthChecks builds the trial's checks; user checks are listed anew in
-// every round so a script dropped in during the trial counts.
-func healthChecks(o Options, cfg devconf.Config, rel Release) func(context.Context, bool) []health.Result {
+// healthChecks builds the trial's checks; the OS image's and the user's
+// executable checks are listed anew in every round so a script dropped in
+// during the trial counts.
+func healthChecks(o Options, cfg devconf.Config, rel Release, slot string) func(context.Context, bool) []health.Result {
 	base := []health.Check{
 		health.UnixSocket("supervisor-api", o.Socket),
 		health.DataWritable(o.StateDir),
@@ -286,11 +302,15 @@ func healthChecks(o Options, cfg devconf.Config, rel Release) func(context.Conte
 	}
 	return func(ctx context.Context, networkWasUp bool) []health.Result {
 		checks := append([]health.Check(nil), base...)
-		user, err := health.UserDir(o.HealthDir, []string{"BULKHEAD_VERSION=" + rel.Version})
-		if err != nil {
-			checks = append(checks, health.Check{Name: "user", Run: func(context.Context) error { return err }})
+		env := []string{"BULKHEAD_VERSION=" + rel.Version, "BULKHEAD_SLOT=" + slot}
+		for _, d := range []struct{ dir, prefix string }{{o.OSHealthDir, "os:"}, {o.HealthDir, "user:"}} {
+			cs, err := health.ExecDir(d.dir, d.prefix, env)
+			if err != nil {
+				checks = append(checks, health.Check{Name: strings.TrimSuffix(d.prefix, ":"), Run: func(context.Context) error { return err }})
+			}
+			checks = append(checks, cs...)
 		}
-		c := health.Checker{Checks: append(checks, user...)}
+		c := health.Checker{Checks: checks}
 		return c.Run(ctx, networkWasUp)
 	}
 }

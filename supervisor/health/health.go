@@ -2,8 +2,9 @@
 // root slot may be committed: the supervisor itself is up (its API answers),
 // the data partition is writable, the container engine's socket answers
 // (once an engine is configured), the network is reachable if it was
-// before the update, and the user's own checks in a directory
-// (DefaultUserDir) exit 0.
+// before the update, and the executable checks the OS image ships
+// (DefaultOSDir) and the user keeps on the data partition (DefaultUserDir)
+// exit 0.
 //
 // A check is a function that says ok or why not; the updater runs the set
 // repeatedly until all pass or its deadline passes. Nothing here commits,
@@ -196,18 +197,30 @@ func NetworkUp(ctx context.Context, procRoute, target string) error {
 // it runs once per round (in name order, environment inherited plus
 // BULKHEAD_VERSION and BULKHEAD_SLOT); exit status 0 is healthy, anything
 // else, or running past the check timeout, is not, and the last line of its
-// output becomes the reason.
+// output becomes the reason. They live on the data partition, so they
+// survive updates and judge every later one.
 const DefaultUserDir = "/data/supervisor/health.d"
 
-// UserDir returns one check per executable in dir, read when called. A
-// missing directory means no user checks.
+// DefaultOSDir holds the checks the OS image ships (on the read-only root
+// slot), with the same rules as DefaultUserDir. They belong to a release:
+// a new version brings its own checks and is judged by them in its trial.
+const DefaultOSDir = "/etc/bulkhead/health.d"
+
+// UserDir returns one check per executable in dir, named "user:<file>",
+// read when called. A missing directory means no user checks.
 func UserDir(dir string, env []string) ([]Check, error) {
+	return ExecDir(dir, "user:", env)
+}
+
+// ExecDir returns one check per executable in dir, named prefix+<file>,
+// read when called. A missing directory means no checks.
+func ExecDir(dir, prefix string, env []string) ([]Check, error) {
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("user health checks: %w", err)
+		return nil, fmt.Errorf("health checks in %s: %w", dir, err)
 	}
 	var names []string
 	for _, e := range ents {
@@ -221,7 +234,7 @@ func UserDir(dir string, env []string) ([]Check, error) {
 	var checks []Check
 	for _, n := range names {
 		path := filepath.Join(dir, n)
-		checks = append(checks, Check{Name: "user:" + n, Run: func(ctx context.Context) error {
+		checks = append(checks, Check{Name: prefix + n, Run: func(ctx context.Context) error {
 			cmd := exec.CommandContext(ctx, path)
 			cmd.Env = append(os.Environ(), env...)
 			cmd.WaitDelay = time.Second

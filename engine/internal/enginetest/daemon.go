@@ -79,8 +79,10 @@ func NewEngine(t testing.TB, root string, args ...string) *Engine {
 // Start runs the daemon and waits for its socket to answer.
 func (e *Engine) Start(t testing.TB) {
 	t.Helper()
+	// No apps file unless the test gives one: a test engine must not run
+	// what the host's own boot partition might list.
 	args := append([]string{"--root", e.Root, "--exec-root", e.ExecRoot, "--socket", e.Socket,
-		"--resolv-conf", filepath.Join(e.ExecRoot, "no-resolv.conf"), "-v"}, e.Args...)
+		"--resolv-conf", filepath.Join(e.ExecRoot, "no-resolv.conf"), "--apps", "", "-v"}, e.Args...)
 	cmd := exec.Command(e.Bin, args...)
 	e.stderr = &lockedBuffer{}
 	cmd.Stdout, cmd.Stderr = e.stderr, e.stderr

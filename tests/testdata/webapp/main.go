@@ -2,8 +2,8 @@
 // a static HTTP server (standard library only, so the tests cross-compile
 // it for every board in seconds) that answers with what identifies its
 // run: the container's hostname (its ID unless set), the kernel's boot ID,
-// its architecture, and how many times it started, counted durably in a
-// file on a volume.
+// its architecture, how many times it started (counted durably in a file
+// on a volume) and the resource limits its cgroup shows.
 package main
 
 import (
@@ -26,6 +26,20 @@ type Answer struct {
 	Arch     string `json:"arch"`
 	Starts   int    `json:"starts"`
 	Greeting string `json:"greeting"`
+	// Cgroup is /proc/self/cgroup; the limits are the cgroup v2 files
+	// of the container's own cgroup (its cgroup namespace's root).
+	Cgroup    string `json:"cgroup"`
+	MemoryMax string `json:"memory_max"`
+	CPUMax    string `json:"cpu_max"`
+	PidsMax   string `json:"pids_max"`
+}
+
+func readTrim(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func main() {
@@ -37,8 +51,9 @@ func main() {
 		log.Fatalf("webapp: %v", err)
 	}
 	host, _ := os.Hostname()
-	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
-	a := Answer{Hostname: host, BootID: strings.TrimSpace(string(boot)), Arch: runtime.GOARCH, Starts: starts, Greeting: os.Getenv("GREETING")}
+	a := Answer{Hostname: host, BootID: readTrim("/proc/sys/kernel/random/boot_id"), Arch: runtime.GOARCH, Starts: starts, Greeting: os.Getenv("GREETING"),
+		Cgroup: readTrim("/proc/self/cgroup"), MemoryMax: readTrim("/sys/fs/cgroup/memory.max"),
+		CPUMax: readTrim("/sys/fs/cgroup/cpu.max"), PidsMax: readTrim("/sys/fs/cgroup/pids.max")}
 	http.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(a)
