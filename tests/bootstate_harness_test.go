@@ -43,7 +43,7 @@ import (
 var (
 	decisionRE  = regexp.MustCompile(`(?m)^\r?bulkhead: boot slot=([ab]) trial=([01]) seq=(0x[0-9a-f]+|[0-9]+) from `)
 	neitherRE   = regexp.MustCompile(`(?m)^\r?bulkhead: neither slot booted`)
-	scriptRE    = regexp.MustCompile(`(?m)^\r?bulkhead: (boot script on|grub\.cfg on) `)
+	scriptRE    = regexp.MustCompile(`bulkhead: (boot script on|grub\.cfg on) `)
 	panicRE     = regexp.MustCompile(`Kernel panic - not syncing`)
 	badExitRE   = regexp.MustCompile(`(?m)^bulkhead-test: bad init: exiting`)
 	badHangRE   = regexp.MustCompile(`(?m)^bulkhead-test: bad init: hanging`)

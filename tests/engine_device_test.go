@@ -27,10 +27,10 @@ import (
 // Console lines of the engine (PID 1 prefixes a service's output with its
 // name; the engine logs with slog's text handler).
 var (
-	appStartedRE    = regexp.MustCompile(`(?m)^engine: .*msg="engine: app started" app=web container=([0-9a-f]{12})`)
-	appCreatedRE    = regexp.MustCompile(`(?m)^engine: .*msg="engine: app (created|started)" app=web`)
-	appsUpToDateRE  = regexp.MustCompile(`(?m)^engine: .*msg="engine: apps up to date" services=1`)
-	policyStartedRE = regexp.MustCompile(`(?m)^engine: .*msg="engine: started by its restart policy" container=web id=([0-9a-f]{12})`)
+	appStartedRE          = regexp.MustCompile(`(?m)^engine: .*msg="engine: app started" app=web container=([0-9a-f]{12})`)
+	appCreatedOrStartedRE = regexp.MustCompile(`(?m)^engine: .*msg="engine: app (created|started)" app=web`)
+	appsUpToDateRE        = regexp.MustCompile(`(?m)^engine: .*msg="engine: apps up to date" services=1`)
+	policyStartedRE       = regexp.MustCompile(`(?m)^engine: .*msg="engine: started by its restart policy" container=web id=([0-9a-f]{12})`)
 )
 
 // webAnswer is what tests/testdata/webapp answers.
@@ -79,7 +79,7 @@ services:
     cpus: 0.5
     pids_limit: 50
 `, reg.GuestRef("test/webapp:1"), name)
-			dev := bootDevice(t, b, res.Image, apps)
+			dev := bootAppDevice(t, b, res.Image, apps)
 
 			// Boot 1: pull, create, start.
 			line, _ := dev.waitLine(appStartedRE, 0, 5*time.Minute, "the engine to pull and start the app")
@@ -122,16 +122,16 @@ services:
 	}
 }
 
-// bootDevice prepares a copy of img with apps.yaml and a device.yaml that
+// bootAppDevice prepares a copy of img with apps.yaml and a device.yaml that
 // opens the supervisor's TCP API on the boot partition, boots it with the
 // app's port (8080) and the API (7070) forwarded to free host ports, and
 // waits for the ready line.
-func bootDevice(t *testing.T, b *board.Board, img, apps string) *device {
+func bootAppDevice(t *testing.T, b *board.Board, img, apps string) *appDevice {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	for attempt := 1; ; attempt++ {
-		webPort, apiPort := freeHostPort(t), freeHostPort(t)
+		webPort, apiPort := appFreePort(t), appFreePort(t)
 		m, err := qemu.Prepare(ctx, qemu.Config{
 			Board: b, Image: img, Cache: userCache(t),
 			LockFile: filepath.Join(srcDir(t), "boards", b.Name+".lock"), WorkDir: t.TempDir(),
@@ -147,16 +147,16 @@ func bootDevice(t *testing.T, b *board.Board, img, apps string) *device {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dev := &device{t: t, m: m, ctx: ctx, url: fmt.Sprintf("http://127.0.0.1:%d/", webPort),
-			api: fmt.Sprintf("127.0.0.1:%d", apiPort), token: randomToken(t)}
-		writeBootFile(t, m.Disk, "apps.yaml", apps)
-		writeBootFile(t, m.Disk, "device.yaml", fmt.Sprintf("api:\n  listen: \":7070\"\n  token: %q\n", dev.token))
+		dev := &appDevice{t: t, m: m, ctx: ctx, url: fmt.Sprintf("http://127.0.0.1:%d/", webPort),
+			api: fmt.Sprintf("127.0.0.1:%d", apiPort), token: appAPIToken(t)}
+		writeAppBootFile(t, m.Disk, "apps.yaml", apps)
+		writeAppBootFile(t, m.Disk, "device.yaml", fmt.Sprintf("api:\n  listen: \":7070\"\n  token: %q\n", dev.token))
 		if err := m.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(m.PowerCut)
 		_, _, err = m.Wait(ctx, readyRE, 0, 6*time.Minute)
-		// Another process may have taken a port between freeHostPort and
+		// Another process may have taken a port between appFreePort and
 		// QEMU's bind; QEMU then exits at once.
 		if errors.Is(err, qemu.ErrExited) && strings.Contains(m.Log(), "Could not set up host forwarding") && attempt < 3 {
 			t.Logf("%s: QEMU could not forward a port, retrying: %s", b.Name, strings.TrimSpace(m.Log()))
@@ -169,8 +169,8 @@ func bootDevice(t *testing.T, b *board.Board, img, apps string) *device {
 	}
 }
 
-// device is one QEMU machine under test, seen from the host.
-type device struct {
+// appDevice is one QEMU machine under test, seen from the host.
+type appDevice struct {
 	t     *testing.T
 	m     *qemu.Machine
 	ctx   context.Context
@@ -179,12 +179,12 @@ type device struct {
 	token string // its bearer token
 }
 
-func (d *device) fatalf(format string, args ...any) {
+func (d *appDevice) fatalf(format string, args ...any) {
 	d.t.Helper()
 	d.t.Fatalf("%s\n--- serial console ---\n%s\n--- end ---", fmt.Sprintf(format, args...), d.m.Log())
 }
 
-func (d *device) waitLine(re *regexp.Regexp, from int, timeout time.Duration, what string) (string, int) {
+func (d *appDevice) waitLine(re *regexp.Regexp, from int, timeout time.Duration, what string) (string, int) {
 	d.t.Helper()
 	line, off, err := d.m.Wait(d.ctx, re, from, timeout)
 	if err != nil {
@@ -193,7 +193,7 @@ func (d *device) waitLine(re *regexp.Regexp, from int, timeout time.Duration, wh
 	return line, off
 }
 
-func (d *device) wait(re *regexp.Regexp, from int, timeout time.Duration, what string) {
+func (d *appDevice) wait(re *regexp.Regexp, from int, timeout time.Duration, what string) {
 	d.t.Helper()
 	d.waitLine(re, from, timeout, what)
 }
@@ -201,21 +201,21 @@ func (d *device) wait(re *regexp.Regexp, from int, timeout time.Duration, what s
 // expectBack checks the console of the boot that starts at offset from:
 // the engine restarted container id by its restart policy, and reconciling
 // the apps file then found nothing to create or start.
-func (d *device) expectBack(from int, id string) {
+func (d *appDevice) expectBack(from int, id string) {
 	d.t.Helper()
 	line, _ := d.waitLine(policyStartedRE, from, 5*time.Minute, "the engine to start the app by its restart policy")
 	if got := policyStartedRE.FindStringSubmatch(line)[1]; got != id {
 		d.fatalf("the engine started container %s at boot, want %s", got, id)
 	}
 	_, end := d.waitLine(appsUpToDateRE, from, 5*time.Minute, "the engine to reconcile the apps file")
-	if appCreatedRE.MatchString(d.m.Log()[from:end]) {
+	if appCreatedOrStartedRE.MatchString(d.m.Log()[from:end]) {
 		d.fatalf("the engine re-created or started the app itself at boot instead of restarting container %s by its policy", id)
 	}
 }
 
 // expectSameApp checks that the app answering now is the container that
 // answered before, started again, with the start count its volume kept.
-func (d *device) expectSameApp(when string, now, before webAnswer) {
+func (d *appDevice) expectSameApp(when string, now, before webAnswer) {
 	d.t.Helper()
 	if now.Hostname != before.Hostname || now.Arch != before.Arch || now.Greeting != before.Greeting || now.Starts <= before.Starts {
 		d.fatalf("%s the app answered %+v; before: %+v (want the same container, started again, its volume's count higher)", when, now, before)
@@ -224,7 +224,7 @@ func (d *device) expectSameApp(when string, now, before webAnswer) {
 
 // answer polls the app's published port through QEMU's forward until it
 // answers and ok accepts the answer.
-func (d *device) answer(timeout time.Duration, what string, ok func(webAnswer) bool) webAnswer {
+func (d *appDevice) answer(timeout time.Duration, what string, ok func(webAnswer) bool) webAnswer {
 	d.t.Helper()
 	hc := &http.Client{Timeout: 5 * time.Second}
 	deadline := time.Now().Add(timeout)
@@ -254,9 +254,9 @@ func (d *device) answer(timeout time.Duration, what string, ok func(webAnswer) b
 	}
 }
 
-// writeBootFile writes bulkhead/<name> onto the boot partition (FAT) of a
+// writeAppBootFile writes bulkhead/<name> onto the boot partition (FAT) of a
 // disk image with mtools, as a user does on a PC after flashing.
-func writeBootFile(t *testing.T, disk, name, content string) {
+func writeAppBootFile(t *testing.T, disk, name, content string) {
 	t.Helper()
 	out, err := exec.Command("sfdisk", "--json", disk).Output()
 	if err != nil {
@@ -285,7 +285,7 @@ func writeBootFile(t *testing.T, disk, name, content string) {
 	}
 }
 
-func freeHostPort(t *testing.T) int {
+func appFreePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
@@ -295,7 +295,7 @@ func freeHostPort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-func randomToken(t *testing.T) string {
+func appAPIToken(t *testing.T) string {
 	b := make([]byte, 24)
 	if _, err := rand.Read(b); err != nil {
 		t.Fatal(err)

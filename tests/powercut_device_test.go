@@ -77,6 +77,7 @@ var (
 	pcUpdateRE   = regexp.MustCompile(`msg=update phase=(\S+)`)
 	pcFinishedRE = regexp.MustCompile(`msg="update finished" result=(\S+)`)
 	pcReadyRE    = regexp.MustCompile(`bulkhead: ready version=\S+ slot=([ab]) board=\S+ trial=([01])`)
+	pcTrialRE    = regexp.MustCompile(`(?m)^bulkhead: ready version=\S+ slot=[ab] board=\S+ trial=1\r?$`)
 )
 
 // pcConsole watches the console: it remembers the workload's last synced
@@ -188,7 +189,11 @@ type pcDevice struct {
 	logPath string
 	ctx     context.Context
 	cancel  context.CancelFunc
+	running bool
 }
+
+// Running reports whether the machine was started and not cut since.
+func (d *pcDevice) Running() bool { return d.running }
 
 // pcOptions say how to start a device.
 type pcOptions struct {
@@ -242,10 +247,14 @@ func (d *pcDevice) Start() {
 	if err := d.m.Start(d.ctx); err != nil {
 		d.t.Fatal(err)
 	}
+	d.running = true
 }
 
 // Cut kills QEMU: a power cut.
-func (d *pcDevice) Cut() { d.m.PowerCut() }
+func (d *pcDevice) Cut() {
+	d.m.PowerCut()
+	d.running = false
+}
 
 // fatal stops the test with the console.
 func (d *pcDevice) fatal(format string, args ...any) {

@@ -2,14 +2,16 @@ package tests
 
 // The kill loop: power cuts (SIGKILL of QEMU) at random instants of
 // scripted updates, each followed by an offline check of the disk as the
-// cut left it and a boot.
+// cut left it, a boot, and, once the update's cuts are done, the
+// supervisor finishing or rolling back the update on its own.
 
 import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"regexp"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,59 +22,56 @@ import (
 // pcKillPhases are the instants of an update the loop aims at, in order.
 var pcKillPhases = []string{"download", "slot write", "verify", "reboot", "trial boot", "health check", "commit"}
 
-// TestPowerCutKillLoop cuts the power of each board at random instants of
-// scripted updates, mode.Kills times.
-func TestPowerCutKillLoop(t *testing.T) {
-	mode := pcModeFromEnv(t)
-	t.Logf("kill loop: %d cuts per board, seed %d (BULKHEAD_TORTURE_SEED=%d replays the choice of instants)", mode.Kills, mode.Seed, mode.Seed)
-	if pcRun.Started.IsZero() {
-		pcRun.Seed, pcRun.Started = mode.Seed, time.Now()
-	}
-	t.Cleanup(func() { pcWriteReport(t) })
-	for i, name := range pcBoards {
-		t.Run(name, func(t *testing.T) {
-			img := pcImageFor(t, name)
-			t.Parallel()
-			pcKillLoop(t, img, mode, rand.New(rand.NewPCG(mode.Seed, uint64(i))))
-		})
-	}
-}
-
-func pcKillLoop(t *testing.T, img *pcImage, mode pcMode, rng *rand.Rand) {
+// pcKillLoop cuts the power of a running device kills times. The device
+// may still log its writes (the recording's machine); the log is then
+// restarted into a scratch file at every start.
+func pcKillLoop(t *testing.T, img *pcImage, d *pcDevice, srv *pcServer, kills int, seed uint64) {
 	name := img.board.Name
 	figs := pcRun.board(name)
+	rng := rand.New(rand.NewPCG(seed, uint64(len(name))))
 	start := time.Now()
-	srv := pcServe(t, map[string]string{
-		pcVersion2 + ".bundle": img.Bundles[pcVersion2],
-		pcVersion3 + ".bundle": img.Bundles[pcVersion3],
-	})
-	d := pcNewDevice(t, img, pcOptions{Disk: img.Disk})
 	scratch := t.TempDir()
-	d.Start()
-	d.WaitReady(0, 8*time.Minute)
-	for kills := 0; kills < mode.Kills; {
+	restart := func() {
+		if d.logPath != "" {
+			// Only the recording's log is replayed; later runs log
+			// into a file that is emptied at every start.
+			d.con.mu.Lock()
+			d.con.logPath = ""
+			d.con.mu.Unlock()
+			if err := d.m.LogWrites(filepath.Join(scratch, "scratch.log")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		d.Start()
+	}
+	if !d.Running() {
+		restart()
+		d.WaitReady(0, 8*time.Minute)
+	}
+	for done := 0; done < kills; {
 		st := d.WaitSettled(20 * time.Minute)
 		next := pcVersion2
 		if st.Release.Version == pcVersion2 {
 			next = pcVersion3
 		}
 		d.WaitSynced(d.con.Synced()+5, 3*time.Minute)
+		from := d.m.Offset()
 		id := d.StartUpdate(srv.URL(next + ".bundle"))
-		// One to three cuts into this update, at instants in order.
-		n := min(1+rng.IntN(3), mode.Kills-kills)
+		// One to three cuts into this update, aimed at instants in order.
+		n := min(1+rng.IntN(3), kills-done)
 		var aims []int
 		for range n {
 			aims = append(aims, rng.IntN(len(pcKillPhases)))
 		}
 		slices.Sort(aims)
 		for _, a := range aims {
-			phase := d.aim(pcKillPhases[a], rng)
+			phase := d.aim(a, from, rng)
 			synced := d.con.Synced()
 			d.Cut()
-			kills++
+			done++
 			figs.Kills++
 			figs.KillPhases[phase]++
-			t.Logf("%s: cut %d/%d during %s of update %s to %s (workload at record %d)", name, kills, mode.Kills, phase, id, next, synced)
+			t.Logf("%s: cut %d/%d at %s of update %s to %s (workload at record %d)", name, done, kills, phase, id, next, synced)
 
 			// The disk as the cut left it.
 			r, err := powercut.CheckDisk(context.Background(), powercut.DiskCheck{
@@ -83,16 +82,17 @@ func pcKillLoop(t *testing.T, img *pcImage, mode pcMode, rng *rand.Rand) {
 				t.Fatal(err)
 			}
 			for _, f := range r.Findings {
-				pcRun.fail(t, name, "cut %d (%s, seed %d): %s: %s", kills, phase, mode.Seed, f.Check, f.Detail)
+				pcRun.fail(t, name, "cut %d (%s, seed %d): %s: %s", done, phase, seed, f.Check, f.Detail)
 			}
 
 			// And as it boots.
-			d.Start()
+			restart()
+			from = 0
 			slot, trial, _, _ := d.WaitReady(0, 8*time.Minute)
 			if slot != string(r.Boot) || trial != r.Trial {
-				pcRun.fail(t, name, "cut %d (%s): booted slot %s trial=%v, the bootloader model said %s trial=%v (%s)", kills, phase, slot, trial, r.Boot, r.Trial, r.BootState)
+				pcRun.fail(t, name, "cut %d (%s): booted slot %s trial=%v, the bootloader model said %s trial=%v (%s)", done, phase, slot, trial, r.Boot, r.Trial, r.BootState)
 			}
-			d.checkRecovered(synced, fmt.Sprintf("cut %d (%s)", kills, phase))
+			d.checkRecovered(synced, fmt.Sprintf("cut %d (%s)", done, phase))
 		}
 		// The supervisor finishes or rolls back on its own.
 		st = d.WaitSettled(20 * time.Minute)
@@ -101,16 +101,15 @@ func pcKillLoop(t *testing.T, img *pcImage, mode pcMode, rng *rand.Rand) {
 	figs.KillDuration = time.Since(start).Round(time.Second).String()
 }
 
-// checkRecovered requires the workload's start line of this boot to show
-// every record it had reported before the cut.
+// checkRecovered requires the workload's first start line of this boot to
+// show every record it had reported before the cut.
 func (d *pcDevice) checkRecovered(synced uint64, what string) {
 	d.t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		if rec := d.con.Recovered(); len(rec) > 0 {
-			line := rec[0]
-			if n := pcRecoveredJournal(line); n < synced {
-				pcRun.fail(d.t, d.name, "%s: the workload recovered %d records, it had reported %d as fsync'd: %s", what, n, synced, line)
+			if n := pcRecoveredJournal(rec[0]); n < synced {
+				pcRun.fail(d.t, d.name, "%s: the workload recovered %d records, it had reported %d as fsync'd: %s", what, n, synced, rec[0])
 			}
 			return
 		}
@@ -121,71 +120,114 @@ func (d *pcDevice) checkRecovered(synced uint64, what string) {
 	}
 }
 
-var (
-	pcShutdownRE = regexp.MustCompile(`shutting down`)
-	pcTrialRE    = regexp.MustCompile(`(?m)^bulkhead: ready version=\S+ slot=[ab] board=\S+ trial=1\r?$`)
-	pcDoneRE     = regexp.MustCompile(`msg="update finished"`)
-)
-
-// aim waits for an instant of the running update and returns what it hit.
-// When the update is already past the instant, it cuts at once and says so.
-func (d *pcDevice) aim(phase string, rng *rand.Rand) string {
-	d.t.Helper()
-	delay := func(max time.Duration) { time.Sleep(time.Duration(rng.Int64N(int64(max) + 1))) }
-	wait := func(re *regexp.Regexp) bool {
-		_, _, err := d.m.Wait(d.ctx, re, 0, 10*time.Minute)
-		return err == nil
+// stage says how far the update started at console offset from has come,
+// as an index of pcKillPhases (len(pcKillPhases) when it ended, -1 before
+// it started), from the supervisor's lines of this boot.
+func (d *pcDevice) stage(from int) int {
+	log := d.m.Log()
+	if from > len(log) {
+		from = 0
 	}
-	progress := func(ok func(api.Status) bool) bool {
-		deadline := time.Now().Add(10 * time.Minute)
-		for time.Now().Before(deadline) {
-			ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
-			st, err := d.api.Status(ctx)
-			cancel()
-			if err == nil {
-				if ok(st) {
-					return true
-				}
-				if !st.Update.Phase.Busy() || st.Update.Phase == "trial" || st.Update.Phase == "ready-to-reboot" {
-					return false
+	log = log[from:]
+	s := -1
+	for _, p := range []struct {
+		stage int
+		text  string
+	}{
+		{0, "msg=update phase=downloading"},
+		{2, "msg=update phase=verifying"},
+		{3, "msg=update phase=ready-to-reboot"},
+		{5, "msg=update phase=trial"},
+		{len(pcKillPhases), `msg="update finished"`},
+	} {
+		if strings.Contains(log, p.text) {
+			s = max(s, p.stage)
+		}
+	}
+	if s == 3 && strings.Contains(log[strings.Index(log, "phase=ready-to-reboot"):], "shutting down") {
+		s = 4 // rebooting into the trial
+	}
+	if pcTrialRE.MatchString(log) {
+		s = max(s, 5)
+	}
+	return s
+}
+
+// aim waits for instant pcKillPhases[a] of the update started at console
+// offset from, and returns what it hit. An update already past the instant
+// is cut at once, and the label says so.
+func (d *pcDevice) aim(a int, from int, rng *rand.Rand) string {
+	d.t.Helper()
+	phase := pcKillPhases[a]
+	sleep := func(lo, hi time.Duration) { time.Sleep(lo + time.Duration(rng.Int64N(int64(hi-lo)+1))) }
+	status := func() (api.Status, bool) {
+		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+		defer cancel()
+		st, err := d.api.Status(ctx)
+		return st, err == nil
+	}
+	frac := 0.05 + 0.9*rng.Float64()
+	end := len(pcKillPhases)
+	endedBefore := d.stage(from) == end
+	deadline := time.Now().Add(15 * time.Minute)
+	for time.Now().Before(deadline) {
+		s := d.stage(from)
+		if s > a && (a != 6 || s != end || endedBefore) {
+			return fmt.Sprintf("%s (missed: the update was at %s)", phase, pcStageName(s))
+		}
+		switch a {
+		case 0: // download
+			if s >= 0 {
+				sleep(0, 3*time.Second)
+				return phase
+			}
+		case 1: // slot write, at a random fraction of the image
+			if st, ok := status(); ok && s <= 1 {
+				p := st.Update.Progress
+				if p.ImageSize > 0 && float64(p.ImageBytes) >= frac*float64(p.ImageSize) {
+					return phase
 				}
 			}
-			time.Sleep(200 * time.Millisecond)
+		case 2: // verify, at a random fraction of the read-back
+			if st, ok := status(); ok && s == 2 {
+				p := st.Update.Progress
+				if p.ImageSize > 0 && float64(p.VerifyBytes) >= frac*float64(p.ImageSize) {
+					return phase
+				}
+			}
+		case 3: // reboot: shutdown, firmware, bootloader
+			if s == 4 {
+				sleep(0, 3*time.Second)
+				return phase
+			}
+		case 4: // trial boot: bootloader, kernel, initramfs, services
+			if s == 4 {
+				sleep(2*time.Second, 15*time.Second)
+				return phase
+			}
+		case 5: // health checks
+			if s == 5 {
+				sleep(0, 5*time.Second)
+				return phase
+			}
+		case 6: // right after the commit
+			if s == end {
+				sleep(0, 300*time.Millisecond)
+				return phase
+			}
 		}
-		return false
+		time.Sleep(100 * time.Millisecond)
 	}
-	hit := true
-	switch phase {
-	case "download":
-		hit = progress(func(st api.Status) bool { return st.Update.Phase == "downloading" })
-		delay(3 * time.Second)
-	case "slot write":
-		f := 0.05 + 0.9*rng.Float64()
-		hit = progress(func(st api.Status) bool {
-			p := st.Update.Progress
-			return p.ImageSize > 0 && float64(p.ImageBytes) >= f*float64(p.ImageSize)
-		})
-	case "verify":
-		f := 0.9 * rng.Float64()
-		hit = progress(func(st api.Status) bool {
-			p := st.Update.Progress
-			return st.Update.Phase == "verifying" && p.ImageSize > 0 && float64(p.VerifyBytes) >= f*float64(p.ImageSize)
-		})
-	case "reboot":
-		hit = wait(pcShutdownRE)
-		delay(3 * time.Second)
-	case "trial boot":
-		hit = wait(pcShutdownRE)
-		delay(15 * time.Second)
-	case "health check":
-		hit = wait(pcTrialRE)
-		delay(5 * time.Second)
-	case "commit":
-		hit = wait(pcDoneRE)
-		delay(500 * time.Millisecond)
+	d.fatal("the update did not reach %s in 15 minutes", phase)
+	return ""
+}
+
+func pcStageName(s int) string {
+	switch {
+	case s < 0:
+		return "its start"
+	case s >= len(pcKillPhases):
+		return "its end"
 	}
-	if !hit {
-		return phase + " (missed: the update was past it)"
-	}
-	return phase
+	return pcKillPhases[s]
 }

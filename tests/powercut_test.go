@@ -44,15 +44,15 @@ type pcMode struct {
 	// Boots is how many crash states of each recording are booted, on
 	// top of the first and last state of each phase in full mode.
 	Boots int
-	// Kills is how many power cuts the kill loop makes per board.
+	// Kills is how many power cuts the kill loop makes, over all boards.
 	Kills int
 	Seed  uint64
 }
 
 func pcModeFromEnv(t *testing.T) pcMode {
-	m := pcMode{States: 150, Enum: powercut.EnumOptions{Exhaustive: 4, Sampled: 4, TearAll: 8, TearSampled: 4}, Boots: 1, Kills: 3}
+	m := pcMode{States: 150, Enum: powercut.EnumOptions{Exhaustive: 4, Sampled: 4, TearAll: 8, TearSampled: 4}, Boots: 1, Kills: 5}
 	if os.Getenv("BULKHEAD_TORTURE") == "full" {
-		m = pcMode{Full: true, Enum: powercut.FullEnum, Boots: 6, Kills: 55}
+		m = pcMode{Full: true, Enum: powercut.FullEnum, Boots: 6, Kills: 110}
 	}
 	m.Seed = pcSeed
 	if s := os.Getenv("BULKHEAD_TORTURE_SEED"); s != "" {
@@ -126,7 +126,9 @@ func (r *pcReport) fail(t *testing.T, board, format string, args ...any) {
 }
 
 // TestPowerCut records an update cycle on each board with every disk write
-// logged, checks its crash states offline and boots a sample of them.
+// logged and checks its crash states offline; meanwhile it cuts the power
+// of the same device at random instants of further updates (the kill
+// loop); then it boots a sample of the crash states.
 func TestPowerCut(t *testing.T) {
 	mode := pcModeFromEnv(t)
 	t.Logf("power-cut torture: full=%v seed=%d (BULKHEAD_TORTURE_SEED=%d replays it)", mode.Full, mode.Seed, mode.Seed)
@@ -136,11 +138,15 @@ func TestPowerCut(t *testing.T) {
 		pcRun.Mode = "full"
 	}
 	t.Cleanup(func() { pcWriteReport(t) })
-	for _, name := range pcBoards {
+	for i, name := range pcBoards {
+		kills := mode.Kills / len(pcBoards)
+		if i < mode.Kills%len(pcBoards) {
+			kills++
+		}
 		t.Run(name, func(t *testing.T) {
 			img := pcImageFor(t, name)
 			t.Parallel()
-			pcRecordAndCheck(t, img, mode)
+			pcRecordAndCheck(t, img, mode, kills)
 		})
 	}
 }
@@ -153,8 +159,9 @@ type pcRecording struct {
 }
 
 // pcRecord runs flash -> first boot -> update to pcVersion2 -> trial ->
-// commit -> reboot with every write logged.
-func pcRecord(t *testing.T, img *pcImage, srv *pcServer) *pcRecording {
+// commit -> reboot with every write logged, and cuts the power. The device
+// stays for the kill loop.
+func pcRecord(t *testing.T, img *pcImage, srv *pcServer) (*pcRecording, *pcDevice) {
 	dir := t.TempDir()
 	rec := &pcRecording{Base: filepath.Join(dir, "base.img"), Log: filepath.Join(dir, "writes.log"), Server: srv}
 	d := pcNewDevice(t, img, pcOptions{Disk: img.Disk, Log: rec.Log, Base: rec.Base})
@@ -193,51 +200,84 @@ func pcRecord(t *testing.T, img *pcImage, srv *pcServer) *pcRecording {
 	rec.Markers = d.con.Markers()
 	pcRun.board(img.board.Name).RecordDuration = time.Since(start).Round(time.Second).String()
 	t.Logf("%s: recorded flash -> boot -> update -> trial -> commit -> reboot in %s", img.board.Name, time.Since(start).Round(time.Second))
-	return rec
+	return rec, d
 }
 
-func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode) {
+func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode, kills int) {
 	name := img.board.Name
-	figs := pcRun.board(name)
 	srv := pcServe(t, map[string]string{
 		pcVersion2 + ".bundle": img.Bundles[pcVersion2],
 		pcVersion3 + ".bundle": img.Bundles[pcVersion3],
 	})
-	rec := pcRecord(t, img, srv)
+	rec, d := pcRecord(t, img, srv)
 
+	// The replay runs on the host while the kill loop runs the device.
+	var (
+		snaps []pcBootState
+		wg    sync.WaitGroup
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		snaps = pcReplay(t, img, rec, mode)
+	}()
+	pcKillLoop(t, img, d, srv, kills, mode.Seed)
+	d.Cut()
+	wg.Wait()
+
+	figs := pcRun.board(name)
+	start := time.Now()
+	for _, b := range snaps {
+		pcBootCrashState(t, img, rec, b)
+		figs.Booted++
+	}
+	figs.BootDuration = time.Since(start).Round(time.Second).String()
+}
+
+// pcReplay checks the crash states of a recording and returns the ones to
+// boot. It reports failures with t.Error (it runs in a goroutine).
+func pcReplay(t *testing.T, img *pcImage, rec *pcRecording, mode pcMode) []pcBootState {
+	name := img.board.Name
+	figs := pcRun.board(name)
 	start := time.Now()
 	lf, err := os.Open(rec.Log)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	defer lf.Close()
 	lfi, _ := lf.Stat()
 	log, err := powercut.ParseLog(lf, lfi.Size())
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	bf, err := os.Open(rec.Base)
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	defer bf.Close()
 	bfi, _ := bf.Stat()
 	bs, err := powercut.FindBootstate(bf, bfi.Size())
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	c, err := powercut.NewChecker(powercut.Config{
 		Log: log, Base: bf, Size: bfi.Size(), Bootstate: bs, Images: img.Images(), Markers: rec.Markers,
 		Board: name, Release: img.Manifests[img.Factory], ScratchDir: t.TempDir(), Workers: 2,
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	defer c.Close()
 
 	audit, err := c.Audit()
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	figs.LogEntries, figs.LogWrites, figs.LogBytes, figs.Flushes, figs.BootStateLog = len(log.Entries), audit.Writes, audit.Bytes, audit.Flushes, audit.BootStateWrites
 	t.Logf("%s: %d log entries (%d flushes), writes by region %v", name, len(log.Entries), audit.Flushes, audit.Writes)
@@ -265,6 +305,9 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode) {
 	saved := map[string]bool{}
 	rep, err := c.Check(context.Background(), states, func(r *powercut.Result) {
 		done++
+		if mode.Full && done%5000 == 0 {
+			t.Logf("%s: %d/%d crash states checked (%s)", name, done, len(states), time.Since(start).Round(time.Second))
+		}
 		if r.Failed() {
 			// One regression fixture per kind of failure and phase.
 			key := r.Phase + "|" + r.Findings[0].Check
@@ -284,9 +327,6 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode) {
 				}
 			}
 		}
-		if mode.Full && done%2000 == 0 {
-			t.Logf("%s: %d/%d crash states checked", name, done, len(states))
-		}
 		if boot[r.Name] {
 			v, err := c.View(r.State)
 			if err != nil {
@@ -297,7 +337,8 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode) {
 		}
 	})
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
+		return nil
 	}
 	figs.Checked, figs.DataChecks = rep.Checked, int(rep.Stats["data_checks"])
 	figs.ByKind, figs.ByPhase, figs.Outcomes = map[string]int{}, rep.ByPhase, rep.Outcomes
@@ -314,13 +355,7 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode) {
 		}
 		pcRun.fail(t, name, "crash state %s (phase %q, boot %s trial=%v, %s): %s", r.Name, r.Phase, r.Boot, r.Trial, r.BootState, pcFindings(r))
 	}
-
-	start = time.Now()
-	for _, b := range snaps {
-		pcBootCrashState(t, img, rec, b)
-		figs.Booted++
-	}
-	figs.BootDuration = time.Since(start).Round(time.Second).String()
+	return snaps
 }
 
 // pcFixtureDir is where failing crash states are kept: next to the report,
@@ -338,7 +373,7 @@ func pcFixtureDir(t *testing.T, board string) string {
 	}
 	dir, err := os.MkdirTemp("", "bulkhead-powercut-fixtures-"+board+"-")
 	if err != nil {
-		t.Fatal(err)
+		t.Error(err)
 	}
 	return dir
 }
@@ -389,9 +424,18 @@ func pcPickBoots(states []powercut.CrashState, c *powercut.Checker, mode pcMode)
 			out[first[p]], out[last[p]] = true, true
 		}
 	}
+	// In the sample run, a booted state comes from after the download,
+	// so that the supervisor's resume takes one boot rather than a whole
+	// new download; make torture boots states of every phase.
+	var pool []powercut.CrashState
+	for _, s := range states {
+		if mode.Full || !strings.Contains(c.Phase(s), "download") {
+			pool = append(pool, s)
+		}
+	}
 	rng := rand.New(rand.NewPCG(mode.Seed, 0x626f6f74))
-	for range mode.Boots {
-		out[states[rng.IntN(len(states))].Name()] = true
+	for i := 0; i < mode.Boots && len(pool) > 0; i++ {
+		out[pool[rng.IntN(len(pool))].Name()] = true
 	}
 	return out
 }

@@ -20,6 +20,11 @@ import (
 // starts a new log at its first sector on every start without truncating
 // the file, so call it again before restarting a machine that was cut.
 //
+// The virtio disk stops merging requests: virtio-blk merges adjacent writes
+// up to IOV_MAX (1024) buffers (hw/block/virtio-blk.c), and blklogwrites
+// adds two of its own (the entry header and its padding) to every write it
+// logs, so a fully merged write fails with EIO in the guest.
+//
 // Neither the disk nor the log is flushed to the host's medium
 // (cache.no-flush): the test needs what the guest sent, not the host's
 // durability, and a host fdatasync per guest flush would slow the guest's
@@ -46,6 +51,11 @@ func (m *Machine) LogWrites(logPath string) error {
 		m.args[i] = iface + ",driver=blklogwrites,log-sector-size=512" +
 			",file.driver=file,file.filename=" + escapeOpt(m.Disk) + ",file.cache.no-flush=on" +
 			",log.driver=file,log.filename=" + escapeOpt(logPath) + ",log.cache.no-flush=on"
+		for j := 1; j < len(m.args); j++ {
+			if m.args[j-1] == "-device" && m.args[j] == "virtio-blk-pci,drive=disk0" {
+				m.args[j] += ",request-merging=off"
+			}
+		}
 		return nil
 	}
 	return fmt.Errorf("qemu: no -drive for %s in the command line of board %s", m.Disk, m.cfg.Board.Name)

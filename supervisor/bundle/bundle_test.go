@@ -311,3 +311,71 @@ func TestNotABundle(t *testing.T) {
 		}
 	}
 }
+
+// readForReadBack opens b and reads the image stream that leaves the image
+// digest to the caller.
+func readForReadBack(b []byte, trusted []ed25519.PublicKey) ([]byte, error) {
+	r, err := bundle.Open(bytes.NewReader(b), trusted)
+	if err != nil {
+		return nil, err
+	}
+	img, err := r.ImageForReadBack()
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	return io.ReadAll(img)
+}
+
+func TestImageForReadBackChecksAllButTheImageDigest(t *testing.T) {
+	pub, priv := bundletest.DevKey(t)
+	trusted := []ed25519.PublicKey{pub}
+
+	t.Run("the image digest is left to the caller", func(t *testing.T) {
+		payload := bytes.Repeat([]byte{0x5a}, 4000)
+		psum := sha256.Sum256(payload)
+		m := bundletest.Manifest("x86_64", "1")
+		m.Format = 1
+		m.Image = bundle.Image{Size: 4000, SHA256: hex.EncodeToString(make([]byte, 32))}
+		m.Payload = bundle.Payload{Type: bundle.PayloadFull, Compression: bundle.CompressionNone, Size: int64(len(payload)), SHA256: hex.EncodeToString(psum[:])}
+		b := signRaw(t, m, payload, priv)
+		if _, _, err := readImage(b, trusted); !errors.Is(err, bundle.ErrCorrupt) {
+			t.Fatalf("Image with a wrong image digest: %v, want ErrCorrupt", err)
+		}
+		got, err := readForReadBack(b, trusted)
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("ImageForReadBack: %d bytes, %v; want the 4000 image bytes", len(got), err)
+		}
+	})
+	t.Run("a damaged payload is still detected", func(t *testing.T) {
+		good, _ := bundletest.Make(t, bundletest.Manifest("raspberrypi3", "1.0.0"), bundletest.Image(24<<10, 9), priv)
+		hs := hdrSize(t, good)
+		for i := hs; i < len(good); i += max(1, (len(good)-hs)/500) {
+			bad := bytes.Clone(good)
+			bad[i] ^= 1 << uint(i%8)
+			if _, err := readForReadBack(bad, trusted); !isBundleError(err) {
+				t.Fatalf("payload byte %d flipped: %v, want a bundle error", i, err)
+			}
+		}
+		for n := hs; n < len(good); n += max(1, (len(good)-hs)/200) {
+			if _, err := readForReadBack(good[:n], trusted); !errors.Is(err, bundle.ErrTruncated) && !errors.Is(err, bundle.ErrCorrupt) {
+				t.Fatalf("truncated to %d of %d bytes: %v, want ErrTruncated", n, len(good), err)
+			}
+		}
+		if _, err := readForReadBack(append(bytes.Clone(good), 0), trusted); !errors.Is(err, bundle.ErrCorrupt) {
+			t.Fatalf("trailing byte: %v, want ErrCorrupt", err)
+		}
+	})
+	t.Run("never more bytes than signed", func(t *testing.T) {
+		payload := bytes.Repeat([]byte{0xaa}, 10000)
+		psum := sha256.Sum256(payload)
+		m := bundletest.Manifest("x86_64", "1")
+		m.Format = 1
+		m.Image = bundle.Image{Size: 4000, SHA256: hex.EncodeToString(make([]byte, 32))}
+		m.Payload = bundle.Payload{Type: bundle.PayloadFull, Compression: bundle.CompressionNone, Size: int64(len(payload)), SHA256: hex.EncodeToString(psum[:])}
+		got, err := readForReadBack(signRaw(t, m, payload, priv), trusted)
+		if !errors.Is(err, bundle.ErrCorrupt) || len(got) > 4000 {
+			t.Fatalf("payload longer than the image: %d bytes, %v; want at most 4000 and ErrCorrupt", len(got), err)
+		}
+	})
+}

@@ -4,8 +4,9 @@
 // test images as a service; it is never part of an image users flash.
 //
 // At start it reads what the previous run left, prints it ("recovered
-// journal=<n> counter=<n> files=<n> bad=<n>"), cuts a torn journal tail
-// and goes on from the last valid record.
+// journal=<n> counter=<n> files=<n> bad=<n>"), cuts a torn journal tail,
+// does the last valid record's work again (the counter, its file) and goes
+// on from there.
 package main
 
 import (
@@ -50,8 +51,14 @@ func run(dir string, interval time.Duration) error {
 	if err != nil {
 		return err
 	}
+	// The cut may have come between the journal record and the rest of
+	// its work: do that again before going on.
+	redo := n > 0
 	for {
-		n++
+		if !redo {
+			n++
+		}
+		redo = false
 		if _, err := j.WriteAt(workload.Record(n), int64(n-1)*workload.RecordSize); err != nil {
 			return err
 		}
