@@ -1,6 +1,10 @@
 # Bulkhead: embedded Linux images that an update or a power cut cannot brick.
 #   make image BOARD=raspberrypi3   build deploy/<board>/ (image, xz, bmap, SBOM, checksums)
 #   make test                       the whole suite (unit, filesystem, QEMU boots)
+#   make update BOARD=<b> DEVICE=<host> [TOKEN=<api.token>]
+#                                   send deploy/<b>/*-$(VERSION).bundle to a device, follow it to commit
+#   make publish BOARD=<b> REF=<registry/repo:tag>
+#                                   push the bundle to an OCI registry for devices to pull
 # See README.md.
 
 BOARD ?= raspberrypi3
@@ -13,7 +17,7 @@ export SOURCE_DATE_EPOCH
 
 BUILDER := build/bin/builder
 
-.PHONY: all image lock qemu test test-short bench torture deps-image deps-test go-check clean FORCE
+.PHONY: all image lock qemu update publish test test-short bench torture deps-image deps-test go-check clean FORCE
 
 all: image
 
@@ -37,6 +41,16 @@ lock: $(BUILDER)
 
 qemu: deps-test $(BUILDER)
 	$(BUILDER) qemu -board $(BOARD) -version $(VERSION)
+
+# The device decides (verify, install, trial, commit or roll back); this
+# uploads and reports. TOKEN defaults to $$BULKHEAD_TOKEN.
+update: $(BUILDER)
+	@test -n "$(DEVICE)" || { echo "bulkhead: set DEVICE=<host or host:port> of the device (and TOKEN=<api.token of its bulkhead/device.yaml>)" >&2; exit 1; }
+	$(BUILDER) update -board $(BOARD) -version $(VERSION) -device $(DEVICE) $(if $(TOKEN),-token $(TOKEN))
+
+publish: $(BUILDER)
+	@test -n "$(REF)" || { echo "bulkhead: set REF=<registry>/<repository>:<tag>, e.g. REF=registry.example.com/fleet/os:stable" >&2; exit 1; }
+	$(BUILDER) publish -board $(BOARD) -version $(VERSION) -ref $(REF)
 
 test: deps-test go-check
 	@test -z "$$(gofmt -l . | tee /dev/stderr)" || { echo "bulkhead: gofmt needed on the files above" >&2; exit 1; }

@@ -100,6 +100,9 @@ func run(ctx context.Context, args []string) error {
 		return usage()
 	}
 	cmd, args := args[0], args[1:]
+	if sub := subcommands[cmd]; sub != nil { // update, publish: their own flags
+		return sub(ctx, args)
+	}
 	var c common
 	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	fs.StringVar(&c.board, "board", os.Getenv("BOARD"), "board name (boards/<name>.yaml)")

@@ -310,6 +310,9 @@ type otaDevice struct {
 	token string
 	pos   int // console offset after the last line waited for
 	mark  int // console offset where the current step began
+	// Resident memory of the supervisor, idle before the first update
+	// and at its peak during the last one.
+	idleRSS, peakRSS int64
 }
 
 // otaDeviceConfig is device.yaml of the test devices: the TCP API with a
@@ -464,16 +467,60 @@ func (d *otaDevice) expectRunning(version, slot string) api.Status {
 	return st
 }
 
-// outcome waits for the outcome of update id, across the reboots.
+// outcome waits for the outcome of update id, across the reboots, and
+// records the largest peak resident memory the supervisor reported while
+// it was busy with the update.
 func (d *otaDevice) outcome(id string) updater.Outcome {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	o, err := d.api.WaitOutcome(ctx, id, 2*time.Second, nil)
+	d.peakRSS = 0
+	o, err := d.api.WaitOutcome(ctx, id, 2*time.Second, func(st api.Status, err error) {
+		if err == nil && st.Supervisor != nil && st.Update.Update != nil && st.Update.Update.ID == id {
+			d.peakRSS = max(d.peakRSS, st.Supervisor.PeakRSSBytes)
+		}
+	})
 	if err != nil {
 		d.fatalf("update %s: %v", id, err)
 	}
 	return o
+}
+
+// installPhaseRE matches the supervisor's log of an update's phases.
+var installPhaseRE = regexp.MustCompile(`supervisor: time=(\S+) level=INFO msg=update phase=(downloading|verifying|ready-to-reboot) id=(\w+) slot=\w version=(\S+)`)
+
+// logInstall reports how long the device took to write and to read back
+// and verify the slot image of update id, from the supervisor's console
+// log (guest clock): the on-device figures of docs/benchmarks.md.
+func (d *otaDevice) logInstall(id string, r otaRelease) {
+	times := map[string]time.Time{}
+	for _, m := range installPhaseRE.FindAllStringSubmatch(d.vm.Log()[d.mark:], -1) {
+		if m[3] != id {
+			continue
+		}
+		if t, err := time.Parse(time.RFC3339Nano, m[1]); err == nil {
+			if _, ok := times[m[2]]; !ok {
+				times[m[2]] = t
+			}
+		}
+	}
+	w, v := times["verifying"].Sub(times["downloading"]), times["ready-to-reboot"].Sub(times["verifying"])
+	if w <= 0 || v <= 0 {
+		return
+	}
+	mb := float64(r.Manifest.Image.Size) / 1e6
+	d.t.Logf("%s: figures: install of %s (image %d MiB, bundle %.1f MiB): stream+write %.1f s (%.0f MB/s), read back+verify %.1f s (%.0f MB/s), together %.0f MB/s; supervisor RSS idle %.1f MiB, peak during the update %.1f MiB",
+		d.b.Name, r.Manifest.Version, r.Manifest.Image.Size>>20, float64(otaFileSize(r.Path))/(1<<20),
+		w.Seconds(), mb/w.Seconds(), v.Seconds(), mb/v.Seconds(), mb/(w+v).Seconds(),
+		float64(d.idleRSS)/(1<<20), float64(d.peakRSS)/(1<<20))
+}
+
+func otaFileSize(path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
 }
 
 // startUpdate asks the device to fetch and install a bundle.

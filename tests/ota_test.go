@@ -46,7 +46,9 @@ func otaLifeCycle(t *testing.T, name string) {
 	d := bootOTADevice(t, b, rel.v1.Image, nil)
 	d.step("boot v1")
 	d.waitReady(otaV1, "a", false, 6*time.Minute)
-	d.expectRunning(otaV1, "a")
+	if st := d.expectRunning(otaV1, "a"); st.Supervisor != nil {
+		d.idleRSS = st.Supervisor.RSSBytes
+	}
 
 	ok := t.Run("v1 to v2 over HTTP is committed after a healthy trial", func(t *testing.T) {
 		d.t = t
@@ -58,6 +60,7 @@ func otaLifeCycle(t *testing.T, name string) {
 		if o.Result != updater.ResultCommitted || o.FromVersion != otaV1 || o.ToVersion != otaV2 {
 			d.fatalf("outcome %+v, want committed %s -> %s", o, otaV1, otaV2)
 		}
+		d.logInstall(id, v2)
 		d.expectRunning(otaV2, "b")
 	})
 	ok = ok && t.Run("v2 to v3 from an OCI registry is committed", func(t *testing.T) {
@@ -69,6 +72,7 @@ func otaLifeCycle(t *testing.T, name string) {
 		if o := d.outcome(id); o.Result != updater.ResultCommitted || o.ToVersion != otaV3 {
 			d.fatalf("outcome %+v, want committed %s", o, otaV3)
 		}
+		d.logInstall(id, v3)
 		d.expectRunning(otaV3, "a")
 	})
 	ok = ok && t.Run("unsigned, wrong-board and downgrade bundles are refused with nothing written", func(t *testing.T) {

@@ -322,26 +322,60 @@ func (d *pcDevice) StartUpdate(url string) string {
 	}
 }
 
-// WaitSettled waits until the supervisor has no update in progress and
-// returns its status: after a cut, the supervisor must finish or roll
-// back on its own.
-func (d *pcDevice) WaitSettled(timeout time.Duration) api.Status {
+// Settle waits until the supervisor has no update in progress, and then
+// until the device runs its committed slot: after a cut, the supervisor
+// must finish or roll back on its own, and a rolled-back device must
+// return to its committed slot. ok is false when the update settled but
+// the device stayed on another slot for two minutes.
+func (d *pcDevice) Settle(timeout time.Duration) (st api.Status, ok bool) {
 	d.t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last api.Status
 	var lastErr error
+	var strayed time.Time
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(d.ctx, 10*time.Second)
-		st, err := d.api.Status(ctx)
+		s, err := d.api.Status(ctx)
 		cancel()
-		last, lastErr = st, err
-		if err == nil && !st.Update.Phase.Busy() && st.BootState != nil && st.Boot.Slot == st.BootState.Committed {
-			return st
+		if err != nil {
+			lastErr = err
+			strayed = time.Time{} // rebooting
+			time.Sleep(2 * time.Second)
+			continue
+		}
+		st, lastErr = s, nil
+		if !st.Update.Phase.Busy() && st.BootState != nil {
+			if st.Boot.Slot == st.BootState.Committed {
+				return st, true
+			}
+			if strayed.IsZero() {
+				strayed = time.Now()
+			} else if time.Since(strayed) > 2*time.Minute {
+				return st, false
+			}
 		}
 		time.Sleep(2 * time.Second)
 	}
-	d.fatal("the update did not settle in %s: last status %+v, err %v", timeout, last, lastErr)
-	return last
+	d.fatal("the update did not settle in %s: last status %+v, err %v", timeout, st, lastErr)
+	return st, false
+}
+
+// WaitSettled is Settle for devices that must settle on their committed
+// slot; otherwise the test fails.
+func (d *pcDevice) WaitSettled(timeout time.Duration) api.Status {
+	d.t.Helper()
+	st, ok := d.Settle(timeout)
+	if !ok {
+		pcRun.fail(d.t, d.name, "the update settled (%s, last outcome %s) but the device keeps running slot %s while the boot state is %s",
+			st.Update.Phase, pcLastOutcome(st.Update.History), st.Boot.Slot, pcBootStateString(st))
+		// Power cycle it, as a user would, to go on.
+		d.Cut()
+		d.Start()
+		d.WaitReady(0, 8*time.Minute)
+		if st, ok = d.Settle(timeout); !ok {
+			d.fatal("after a power cycle the device still runs slot %s, boot state %s", st.Boot.Slot, pcBootStateString(st))
+		}
+	}
+	return st
 }
 
 // WaitOutcome waits for the outcome of update id.

@@ -64,8 +64,10 @@ func pcKillLoop(t *testing.T, img *pcImage, d *pcDevice, srv *pcServer, kills in
 			aims = append(aims, rng.IntN(len(pcKillPhases)))
 		}
 		slices.Sort(aims)
+		armed := false
 		for _, a := range aims {
-			phase := d.aim(a, from, rng)
+			phase := d.aim(a, from, armed, rng)
+			armed = armed || d.stage(from, armed) >= 3 || strings.Contains(d.m.Log(), "phase=ready-to-reboot")
 			synced := d.con.Synced()
 			d.Cut()
 			done++
@@ -120,10 +122,15 @@ func (d *pcDevice) checkRecovered(synced uint64, what string) {
 	}
 }
 
-// stage says how far the update started at console offset from has come,
-// as an index of pcKillPhases (len(pcKillPhases) when it ended, -1 before
-// it started), from the supervisor's lines of this boot.
-func (d *pcDevice) stage(from int) int {
+// Stages of an update as the console shows them, by index of
+// pcKillPhases; stageEnd when it ended, -1 before it started.
+const stageEnd = 7
+
+// stage says how far the update started at console offset from (0 after
+// a restart) has come, from the supervisor's and the kernel's lines of
+// this boot. armed says the trial was armed before the last cut, so that a
+// fresh boot is the trial boot.
+func (d *pcDevice) stage(from int, armed bool) int {
 	log := d.m.Log()
 	if from > len(log) {
 		from = 0
@@ -136,16 +143,24 @@ func (d *pcDevice) stage(from int) int {
 	}{
 		{0, "msg=update phase=downloading"},
 		{2, "msg=update phase=verifying"},
-		{3, "msg=update phase=ready-to-reboot"},
+		{2, "msg=update phase=ready-to-reboot"},
 		{5, "msg=update phase=trial"},
-		{len(pcKillPhases), `msg="update finished"`},
+		{stageEnd, `msg="update finished"`},
 	} {
 		if strings.Contains(log, p.text) {
 			s = max(s, p.stage)
 		}
 	}
-	if s == 3 && strings.Contains(log[strings.Index(log, "phase=ready-to-reboot"):], "shutting down") {
-		s = 4 // rebooting into the trial
+	if i := strings.Index(log, "phase=ready-to-reboot"); i >= 0 {
+		if j := strings.Index(log[i:], "shutting down"); j >= 0 {
+			s = max(s, 3) // the reboot into the trial
+			if strings.Contains(log[i+j:], "Linux version") {
+				s = max(s, 4) // the trial's kernel runs
+			}
+		}
+	}
+	if armed && from == 0 && strings.Contains(log, "Linux version") {
+		s = max(s, 4)
 	}
 	if pcTrialRE.MatchString(log) {
 		s = max(s, 5)
@@ -156,7 +171,7 @@ func (d *pcDevice) stage(from int) int {
 // aim waits for instant pcKillPhases[a] of the update started at console
 // offset from, and returns what it hit. An update already past the instant
 // is cut at once, and the label says so.
-func (d *pcDevice) aim(a int, from int, rng *rand.Rand) string {
+func (d *pcDevice) aim(a int, from int, armed bool, rng *rand.Rand) string {
 	d.t.Helper()
 	phase := pcKillPhases[a]
 	sleep := func(lo, hi time.Duration) { time.Sleep(lo + time.Duration(rng.Int64N(int64(hi-lo)+1))) }
@@ -167,12 +182,11 @@ func (d *pcDevice) aim(a int, from int, rng *rand.Rand) string {
 		return st, err == nil
 	}
 	frac := 0.05 + 0.9*rng.Float64()
-	end := len(pcKillPhases)
-	endedBefore := d.stage(from) == end
+	endedBefore := d.stage(from, armed) == stageEnd
 	deadline := time.Now().Add(15 * time.Minute)
 	for time.Now().Before(deadline) {
-		s := d.stage(from)
-		if s > a && (a != 6 || s != end || endedBefore) {
+		s := d.stage(from, armed)
+		if s > a && (a != 6 || s != stageEnd || endedBefore) {
 			return fmt.Sprintf("%s (missed: the update was at %s)", phase, pcStageName(s))
 		}
 		switch a {
@@ -184,25 +198,25 @@ func (d *pcDevice) aim(a int, from int, rng *rand.Rand) string {
 		case 1: // slot write, at a random fraction of the image
 			if st, ok := status(); ok && s <= 1 {
 				p := st.Update.Progress
-				if p.ImageSize > 0 && float64(p.ImageBytes) >= frac*float64(p.ImageSize) {
+				if st.Update.Phase == "downloading" && p.ImageSize > 0 && float64(p.ImageBytes) >= frac*float64(p.ImageSize) {
 					return phase
 				}
 			}
 		case 2: // verify, at a random fraction of the read-back
 			if st, ok := status(); ok && s == 2 {
 				p := st.Update.Progress
-				if p.ImageSize > 0 && float64(p.VerifyBytes) >= frac*float64(p.ImageSize) {
+				if st.Update.Phase != "verifying" || p.ImageSize > 0 && float64(p.VerifyBytes) >= frac*float64(p.ImageSize) {
 					return phase
 				}
 			}
 		case 3: // reboot: shutdown, firmware, bootloader
-			if s == 4 {
+			if s == 3 {
 				sleep(0, 3*time.Second)
 				return phase
 			}
-		case 4: // trial boot: bootloader, kernel, initramfs, services
+		case 4: // trial boot: kernel, initramfs, services
 			if s == 4 {
-				sleep(2*time.Second, 15*time.Second)
+				sleep(0, 8*time.Second)
 				return phase
 			}
 		case 5: // health checks
@@ -211,7 +225,7 @@ func (d *pcDevice) aim(a int, from int, rng *rand.Rand) string {
 				return phase
 			}
 		case 6: // right after the commit
-			if s == end {
+			if s == stageEnd {
 				sleep(0, 300*time.Millisecond)
 				return phase
 			}
@@ -226,7 +240,7 @@ func pcStageName(s int) string {
 	switch {
 	case s < 0:
 		return "its start"
-	case s >= len(pcKillPhases):
+	case s >= stageEnd:
 		return "its end"
 	}
 	return pcKillPhases[s]

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-os/bulkhead/bootloader"
+	"github.com/bulkhead-os/bulkhead/supervisor/api"
 	"github.com/bulkhead-os/bulkhead/supervisor/updater"
 	"github.com/bulkhead-os/bulkhead/tests/powercut"
 )
@@ -151,19 +152,21 @@ func TestPowerCut(t *testing.T) {
 	}
 }
 
-// pcRecording is one recorded run.
-type pcRecording struct {
-	Base, Log string
-	Markers   []powercut.Marker
-	Server    *pcServer
-}
-
 // pcRecord runs flash -> first boot -> update to pcVersion2 -> trial ->
 // commit -> reboot with every write logged, and cuts the power. The device
 // stays for the kill loop.
-func pcRecord(t *testing.T, img *pcImage, srv *pcServer) (*pcRecording, *pcDevice) {
+func pcRecord(t *testing.T, img *pcImage, srv *pcServer) (*powercut.Recording, *pcDevice) {
 	dir := t.TempDir()
-	rec := &pcRecording{Base: filepath.Join(dir, "base.img"), Log: filepath.Join(dir, "writes.log"), Server: srv}
+	if keep := os.Getenv("BULKHEAD_TORTURE_KEEP"); keep != "" {
+		// Kept for cmd/bh-replay, with hard links to the slot images.
+		dir = filepath.Join(keep, img.board.Name)
+		os.RemoveAll(dir)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec := &powercut.Recording{Board: img.board.Name, Release: img.Manifests[img.Factory],
+		Base: filepath.Join(dir, "base.img"), Log: filepath.Join(dir, "writes.log"), Images: img.Images()}
 	d := pcNewDevice(t, img, pcOptions{Disk: img.Disk, Log: rec.Log, Base: rec.Base})
 	start := time.Now()
 	d.Start()
@@ -198,6 +201,24 @@ func pcRecord(t *testing.T, img *pcImage, srv *pcServer) (*pcRecording, *pcDevic
 	d.WaitSynced(d.con.Synced()+20, 3*time.Minute)
 	d.Cut()
 	rec.Markers = d.con.Markers()
+	if keep := os.Getenv("BULKHEAD_TORTURE_KEEP"); keep != "" {
+		kept := *rec
+		kept.Base, kept.Log, kept.Images = "base.img", "writes.log", nil
+		for _, im := range rec.Images {
+			name := filepath.Base(im.Path)
+			if err := os.Link(im.Path, filepath.Join(dir, name)); err != nil && !os.IsExist(err) {
+				if err := pcCopy(im.Path, filepath.Join(dir, name)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			im.Path = name
+			kept.Images = append(kept.Images, im)
+		}
+		if err := kept.Save(dir); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: recording kept in %s (go run ./tests/powercut/cmd/bh-replay -recording %s)", img.board.Name, dir, dir)
+	}
 	pcRun.board(img.board.Name).RecordDuration = time.Since(start).Round(time.Second).String()
 	t.Logf("%s: recorded flash -> boot -> update -> trial -> commit -> reboot in %s", img.board.Name, time.Since(start).Round(time.Second))
 	return rec, d
@@ -212,6 +233,13 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode, kills int) {
 	rec, d := pcRecord(t, img, srv)
 
 	// The replay runs on the host while the kill loop runs the device.
+	// The boots read the log after the replay: it stays open until then.
+	c, log, done, err := rec.Open(t.TempDir(), 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	defer c.Close()
 	var (
 		snaps []pcBootState
 		wg    sync.WaitGroup
@@ -219,7 +247,7 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode, kills int) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		snaps = pcReplay(t, img, rec, mode)
+		snaps = pcReplay(t, img, c, log, mode)
 	}()
 	pcKillLoop(t, img, d, srv, kills, mode.Seed)
 	d.Cut()
@@ -236,44 +264,10 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode, kills int) {
 
 // pcReplay checks the crash states of a recording and returns the ones to
 // boot. It reports failures with t.Error (it runs in a goroutine).
-func pcReplay(t *testing.T, img *pcImage, rec *pcRecording, mode pcMode) []pcBootState {
+func pcReplay(t *testing.T, img *pcImage, c *powercut.Checker, log *powercut.Log, mode pcMode) []pcBootState {
 	name := img.board.Name
 	figs := pcRun.board(name)
 	start := time.Now()
-	lf, err := os.Open(rec.Log)
-	if err != nil {
-		t.Error(err)
-		return nil
-	}
-	defer lf.Close()
-	lfi, _ := lf.Stat()
-	log, err := powercut.ParseLog(lf, lfi.Size())
-	if err != nil {
-		t.Error(err)
-		return nil
-	}
-	bf, err := os.Open(rec.Base)
-	if err != nil {
-		t.Error(err)
-		return nil
-	}
-	defer bf.Close()
-	bfi, _ := bf.Stat()
-	bs, err := powercut.FindBootstate(bf, bfi.Size())
-	if err != nil {
-		t.Error(err)
-		return nil
-	}
-	c, err := powercut.NewChecker(powercut.Config{
-		Log: log, Base: bf, Size: bfi.Size(), Bootstate: bs, Images: img.Images(), Markers: rec.Markers,
-		Board: name, Release: img.Manifests[img.Factory], ScratchDir: t.TempDir(), Workers: 2,
-	})
-	if err != nil {
-		t.Error(err)
-		return nil
-	}
-	defer c.Close()
-
 	audit, err := c.Audit()
 	if err != nil {
 		t.Error(err)
@@ -293,7 +287,7 @@ func pcReplay(t *testing.T, img *pcImage, rec *pcRecording, mode pcMode) []pcBoo
 	states := all
 	if !mode.Full {
 		// Every state around a boot-state write is kept: invariant 2.
-		bsWrite := pcBootStateEntries(log, bs)
+		bsWrite := pcBootStateEntries(log, c.Bootstate())
 		states = powercut.Sample(all, mode.States, mode.Seed, func(s powercut.CrashState) bool {
 			return bsWrite[s.Cut] && s.Kind != powercut.KindSubset
 		}, c.Phase)
@@ -448,7 +442,7 @@ type pcBootState struct {
 // pcBootCrashState boots a crash state and requires the ready line on the
 // slot the bootloader model chose, and the supervisor to finish or roll
 // back the update on its own.
-func pcBootCrashState(t *testing.T, img *pcImage, rec *pcRecording, b pcBootState) {
+func pcBootCrashState(t *testing.T, img *pcImage, rec *powercut.Recording, b pcBootState) {
 	r := b.res
 	t.Logf("%s: booting crash state %s (phase %q: boot state %s, boots %s trial=%v, update %s, workload record %d)",
 		img.board.Name, r.Name, r.Phase, r.BootState, r.Boot, r.Trial, r.UpdateBefore, r.Synced)
@@ -471,7 +465,11 @@ func pcBootCrashState(t *testing.T, img *pcImage, rec *pcRecording, b pcBootStat
 	if slot != string(r.Boot) || trial != r.Trial {
 		pcRun.fail(t, img.board.Name, "crash state %s: booted slot %s trial=%v, the bootloader model said %s trial=%v", r.Name, slot, trial, r.Boot, r.Trial)
 	}
-	st := d.WaitSettled(20 * time.Minute)
+	st, ok := d.Settle(20 * time.Minute)
+	if !ok {
+		pcRun.fail(t, img.board.Name, "crash state %s: the supervisor settled the update (%s, last outcome %s) but the device keeps running slot %s while the boot state is %s: nothing brings it back to its committed slot",
+			r.Name, st.Update.Phase, pcLastOutcome(st.Update.History), st.Boot.Slot, pcBootStateString(st))
+	}
 	if rec := d.con.Recovered(); len(rec) > 0 {
 		if n := pcRecoveredJournal(rec[0]); n < r.Synced {
 			pcRun.fail(t, img.board.Name, "crash state %s: the workload recovered %d records, %d were fsync'd (%s)", r.Name, n, r.Synced, rec[0])
@@ -479,6 +477,13 @@ func pcBootCrashState(t *testing.T, img *pcImage, rec *pcRecording, b pcBootStat
 	}
 	t.Logf("%s: crash state %s settled: slot %s, version %s, update %s, last outcome %s", img.board.Name, r.Name, st.Boot.Slot, st.Release.Version, st.Update.Phase, pcLastOutcome(st.Update.History))
 	d.Cut()
+}
+
+func pcBootStateString(st api.Status) string {
+	if st.BootState == nil {
+		return "unreadable: " + st.BootStateError
+	}
+	return st.BootState.String()
 }
 
 func pcLastOutcome(h []updater.Outcome) string {

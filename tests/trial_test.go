@@ -298,13 +298,16 @@ func (v *bootVM) reboot() {
 	v.wait(scriptRE, bootTimeout)
 }
 
+// supervisorUpRE is the supervisor's start line on the console (PID 1
+// prefixes service output with the service name); it starts acting on the
+// boot state right after it.
+var supervisorUpRE = regexp.MustCompile(`supervisor: .*msg="supervisor up" `)
+
 // settle waits until the supervisor of the running system has started and
-// looked at the boot state: its API answers (where there is one) and a few
-// seconds pass, the time in which it would write if it were going to.
+// had time to act on the boot state: had it anything to write, it would
+// have written it by then.
 func (v *bootVM) settle() {
 	v.t.Helper()
-	if v.api != "" {
-		v.apiStatus()
-	}
-	time.Sleep(5 * time.Second)
+	v.wait(supervisorUpRE, bootTimeout)
+	time.Sleep(3 * time.Second)
 }

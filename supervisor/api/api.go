@@ -63,6 +63,16 @@ type Status struct {
 	BootStateError string            `json:"boot_state_error,omitempty"`
 	Update         updater.Status    `json:"update"`
 	UptimeSeconds  int64             `json:"uptime_seconds"`
+	// Supervisor is the supervisor process itself.
+	Supervisor *Process `json:"supervisor,omitempty"`
+}
+
+// Process describes a running process by its memory use (Linux
+// /proc/<pid>/status VmRSS and VmHWM).
+type Process struct {
+	PID          int   `json:"pid"`
+	RSSBytes     int64 `json:"rss_bytes"`
+	PeakRSSBytes int64 `json:"peak_rss_bytes"`
 }
 
 // UpdateRequest is POST /v1/update.

@@ -311,3 +311,17 @@ func TestPushReportsARollback(t *testing.T) {
 		t.Fatalf("push: %+v, %v; want a rollback", o, err)
 	}
 }
+
+func TestPushReportsARefusal(t *testing.T) {
+	d := newDevice(t)
+	_, tcp := d.serve(t)
+	p, _ := bundleFile(t, "0.5.0")
+	var out bytes.Buffer
+	o, err := update.Push(context.Background(), update.Options{Device: tcp, Token: token, Bundle: p, Out: &out, Timeout: 30 * time.Second})
+	if !errors.Is(err, update.ErrNotCommitted) || o.Result != updater.ResultRefused || !strings.Contains(o.Reason, "downgrade") {
+		t.Fatalf("push of an older bundle: %+v, %v; want refused as a downgrade", o, err)
+	}
+	if !strings.Contains(out.String(), "refused by the device") {
+		t.Fatalf("push output does not report the refusal:\n%s", out.String())
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/bulkhead-os/bulkhead/supervisor/api"
+	"github.com/bulkhead-os/bulkhead/supervisor/source"
 	"github.com/bulkhead-os/bulkhead/supervisor/updater"
 )
 
@@ -138,7 +139,52 @@ type UploadOptions struct {
 // Upload streams a bundle to the device, which installs it as it arrives.
 // It returns when the device has verified the slot and armed the trial.
 // size is the bundle's length, or -1 to send it chunked.
+//
+// A device that refuses a bundle does so after its header, answers 422 and
+// closes the connection while the rest is still on its way; the client may
+// then see only the reset connection. Upload therefore reads the device's
+// update history first, and after a connection error returns the outcome
+// the device recorded for this upload as an *APIError (422 refused, 500
+// failed), so the reason reaches the user either way.
 func (c *Client) Upload(ctx context.Context, r io.Reader, size int64, o UploadOptions) (api.UpdateResponse, error) {
+	before, berr := c.Status(ctx)
+	resp, err := c.upload(ctx, r, size, o)
+	var ae *APIError
+	if err == nil || errors.As(err, &ae) || berr != nil || ctx.Err() != nil {
+		return resp, err
+	}
+	if oc, ok := c.newUploadOutcome(ctx, before.Update.History); ok {
+		code := http.StatusInternalServerError
+		if oc.Result == updater.ResultRefused {
+			code = http.StatusUnprocessableEntity
+		}
+		return api.UpdateResponse{ID: oc.ID}, &APIError{Code: code, Message: oc.Reason}
+	}
+	return resp, err
+}
+
+// newUploadOutcome returns the outcome of an upload that is not in
+// before: the one the device recorded for the upload that just failed.
+func (c *Client) newUploadOutcome(ctx context.Context, before []updater.Outcome) (updater.Outcome, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		return updater.Outcome{}, false
+	}
+	known := map[string]bool{}
+	for _, o := range before {
+		known[o.ID] = true
+	}
+	for _, o := range st.Update.History {
+		if !known[o.ID] && o.Source == source.KindUpload && (o.Result == updater.ResultRefused || o.Result == updater.ResultFailed) {
+			return o, true
+		}
+	}
+	return updater.Outcome{}, false
+}
+
+func (c *Client) upload(ctx context.Context, r io.Reader, size int64, o UploadOptions) (api.UpdateResponse, error) {
 	q := url.Values{}
 	if o.Force {
 		q.Set("force", "1")

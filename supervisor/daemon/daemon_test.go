@@ -202,6 +202,7 @@ func (dv *device) run(t *testing.T, d *loopDisk, slot bootloader.Slot, trial boo
 			Release: filepath.Join(dv.dir, release), KeysDir: filepath.Join(dv.dir, "keys"),
 			DeviceConfig: filepath.Join(dv.dir, "device.yaml"), StateDir: filepath.Join(dv.dir, "data", "supervisor"),
 			Socket: dv.socket, Cmdline: cmd, Sysfs: d.sys, DiskTimeout: 5 * time.Second,
+			OSHealthDir: filepath.Join(dv.dir, "os-health.d"), InboxInterval: 50 * time.Millisecond,
 			Reboot: func() error { dv.reboots <- struct{}{}; return nil },
 			Updater: func(c *updater.Config) {
 				c.HealthDeadline, c.HealthInterval = 5*time.Second, 50*time.Millisecond
@@ -296,5 +297,102 @@ func TestSlotOpenIsExclusive(t *testing.T) {
 	defer unix.Close(fd)
 	if _, err := slot.Open(p3); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("slot.Open of a busy partition: %v, want ErrInUse", err)
+	}
+}
+
+// bundleFor writes a bundle of a recognisable 4 MiB image for version.
+func bundleFor(t *testing.T, version string) ([]byte, []byte) {
+	_, priv := bundletest.DevKey(t)
+	image := bytes.Repeat([]byte("slot-b-"+version+"-"), 4*mib/12)
+	b, _ := bundletest.Make(t, bundletest.Manifest("raspberrypi3", version), image, priv)
+	return b, image
+}
+
+func TestBundleDroppedIntoTheInboxIsInstalledAndRemoved(t *testing.T) {
+	d := newLoopDisk(t)
+	dv := newDevice(t, d)
+	b, image := bundleFor(t, "2.0.0")
+	inbox := filepath.Join(dv.dir, "data", "supervisor", "inbox")
+	os.MkdirAll(inbox, 0o700)
+	if err := os.WriteFile(filepath.Join(inbox, "os-2.0.0.bundle"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// Boot 1: the supervisor finds the bundle, installs it and reboots.
+	stop := dv.run(t, d, bootloader.SlotA, false, "release-1.json")
+	select {
+	case <-dv.reboots:
+	case <-time.After(20 * time.Second):
+		stop()
+		t.Fatal("no reboot after a bundle was dropped into the inbox")
+	}
+	stop()
+	if st := d.bootState(t); st.Trial != bootloader.SlotB {
+		t.Fatalf("boot state after the inbox install: %s", st)
+	}
+	raw, _ := os.ReadFile(d.img)
+	if !bytes.Equal(raw[20*mib:20*mib+len(image)], image) {
+		t.Fatal("slot b does not hold the dropped bundle's image")
+	}
+	if _, err := os.Stat(filepath.Join(inbox, "os-2.0.0.bundle")); err == nil {
+		t.Fatal("the bundle is still in the inbox: it would be installed again")
+	}
+
+	// Boot 2: the trial commits and the spent bundle is deleted.
+	boot, trial := d.bootloaderStep(t)
+	stop = dv.run(t, d, boot, trial, "release-2.json")
+	c := client.Unix(dv.socket)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st, err := c.Status(context.Background())
+		left, _ := os.ReadDir(filepath.Join(inbox, ".installing"))
+		if err == nil && st.Update.Phase == updater.PhaseCommitted && len(left) == 0 {
+			if h := st.Update.History[0]; !strings.Contains(h.Source, "inbox/.installing/os-2.0.0.bundle") {
+				t.Errorf("outcome source %q, want the inbox file", h.Source)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("after the trial: phase %v (%v), %d files left in .installing", st.Update.Phase, err, len(left))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stop()
+}
+
+func TestAFailingCheckShippedInTheImageRollsTheTrialBack(t *testing.T) {
+	d := newLoopDisk(t)
+	dv := newDevice(t, d)
+	b, _ := bundleFor(t, "2.0.0")
+	stop := dv.run(t, d, bootloader.SlotA, false, "release-1.json")
+	if _, err := client.Unix(dv.socket).Upload(context.Background(), bytes.NewReader(b), int64(len(b)), client.UploadOptions{}); err != nil {
+		stop()
+		t.Fatal(err)
+	}
+	<-dv.reboots
+	stop()
+
+	// The new release ships a check that fails.
+	os.MkdirAll(filepath.Join(dv.dir, "os-health.d"), 0o755)
+	os.WriteFile(filepath.Join(dv.dir, "os-health.d", "10-app"), []byte("#!/bin/sh\necho \"app of $BULKHEAD_VERSION on slot $BULKHEAD_SLOT is down\"\nexit 3\n"), 0o755)
+	boot, trial := d.bootloaderStep(t)
+	stop = dv.run(t, d, boot, trial, "release-2.json")
+	defer stop()
+	select {
+	case <-dv.reboots:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the unhealthy trial did not reboot")
+	}
+	st, err := client.Unix(dv.socket).Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := st.Update.History[0]
+	if o.Result != updater.ResultRolledBack || !strings.Contains(o.Reason, "os:10-app") || !strings.Contains(o.Reason, "app of 2.0.0 on slot b is down") {
+		t.Fatalf("outcome %+v, want rolled back naming os:10-app and its output", o)
+	}
+	if st := d.bootState(t); st.Committed != bootloader.SlotA || st.Trial != bootloader.SlotNone {
+		t.Fatalf("boot state after the rollback: %s", st)
 	}
 }

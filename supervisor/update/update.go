@@ -85,21 +85,21 @@ func Push(ctx context.Context, o Options) (updater.Outcome, error) {
 
 	pr := &progressReader{r: f}
 	done := make(chan struct{})
+	watched := make(chan struct{})
 	go func() {
-		t := time.NewTicker(2 * time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				fmt.Fprintf(out, "uploading: %d / %d MiB\n", pr.n.Load()>>20, fi.Size()>>20)
-			}
-		}
+		defer close(watched)
+		watchInstall(ctx, c, out, pr, fi.Size(), done)
 	}()
 	resp, err := c.Upload(ctx, pr, fi.Size(), client.UploadOptions{Force: o.Force})
 	close(done)
+	<-watched
 	if err != nil {
+		var ae *client.APIError
+		if errors.As(err, &ae) && ae.Refused() {
+			fmt.Fprintf(out, "refused by the device: %s\n", ae.Message)
+			return updater.Outcome{ID: resp.ID, Result: updater.ResultRefused, Reason: ae.Message, FromVersion: before.Release.Version, ToVersion: m.Version},
+				fmt.Errorf("%w: refused: %s", ErrNotCommitted, ae.Message)
+		}
 		return updater.Outcome{}, fmt.Errorf("update: %w", err)
 	}
 	fmt.Fprintf(out, "installed and verified (update %s, %s); the device reboots into the new slot\n", resp.ID, resp.Phase)
@@ -123,6 +123,35 @@ func Push(ctx context.Context, o Options) (updater.Outcome, error) {
 		return outcome, fmt.Errorf("%w: %s: %s", ErrNotCommitted, outcome.Result, outcome.Reason)
 	}
 	return outcome, nil
+}
+
+// watchInstall prints the install's progress until done: what was sent
+// and, from the device's status (polled on a second connection), what it
+// has written into the slot and read back.
+func watchInstall(ctx context.Context, c *client.Client, out io.Writer, pr *progressReader, size int64, done <-chan struct{}) {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	last := ""
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+		}
+		line := fmt.Sprintf("sent %d / %d MiB", pr.n.Load()>>20, size>>20)
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := c.Status(sctx)
+		cancel()
+		if err == nil && st.Update.Update != nil {
+			p := st.Update.Progress
+			line += fmt.Sprintf("; device %s: slot %s written %d / %d MiB, verified %d MiB",
+				st.Update.Phase, st.Update.Update.Target, p.ImageBytes>>20, p.ImageSize>>20, p.VerifyBytes>>20)
+		}
+		if line != last {
+			fmt.Fprintln(out, line)
+			last = line
+		}
+	}
 }
 
 type progressReader struct {

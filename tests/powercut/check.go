@@ -186,6 +186,9 @@ func NewChecker(cfg Config) (*Checker, error) {
 	return c, nil
 }
 
+// Bootstate is the layout of the boot-state copies.
+func (c *Checker) Bootstate() bootloader.Bootstate { return c.cfg.Bootstate }
+
 // Close releases the slot images.
 func (c *Checker) Close() {
 	c.tmu.Lock()

@@ -190,6 +190,9 @@ func printStatus(st api.Status) {
 		trial = " (trial boot)"
 	}
 	fmt.Printf("running slot %s%s, up %s\n", st.Boot.Slot, trial, time.Duration(st.UptimeSeconds)*time.Second)
+	if p := st.Supervisor; p != nil && p.RSSBytes > 0 {
+		fmt.Printf("supervisor: pid %d, resident %.1f MiB (peak %.1f MiB)\n", p.PID, float64(p.RSSBytes)/(1<<20), float64(p.PeakRSSBytes)/(1<<20))
+	}
 	if st.BootState != nil {
 		fmt.Printf("boot state: %s\n", st.BootState)
 	} else if st.BootStateError != "" {

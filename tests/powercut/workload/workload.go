@@ -26,8 +26,11 @@ const (
 	JournalFile = "journal"
 	CounterFile = "counter"
 	FilesDir    = "files"
-	// FileEvery: record n creates FilesDir/<n> when n%FileEvery == 0.
-	FileEvery = 8
+	// FileEvery: record n creates FilesDir/<n> when n%FileEvery == 0,
+	// and deletes FilesDir/<n-FileEvery*FileWindow>: the directory holds
+	// the last FileWindow files.
+	FileEvery  = 8
+	FileWindow = 32
 	// FileSize is the size of each created file.
 	FileSize = 4096
 	// RecordSize is the size of a journal or counter record.
@@ -135,7 +138,16 @@ func (s State) Check(synced uint64) []string {
 	if s.CounterErr == nil && s.Counter > s.Journal {
 		bad = append(bad, fmt.Sprintf("counter %d is ahead of the journal (%d): the journal was fsync'd first", s.Counter, s.Journal))
 	}
-	for n := uint64(FileEvery); n <= synced; n += FileEvery {
+	// Files deleted before the cut may be gone; the newer ones must be
+	// there.
+	first := uint64(FileEvery)
+	if synced > FileEvery*FileWindow {
+		first = (synced - FileEvery*FileWindow) / FileEvery * FileEvery
+		for first <= synced-FileEvery*FileWindow {
+			first += FileEvery
+		}
+	}
+	for n := first; n <= synced; n += FileEvery {
 		problem, ok := s.Files[FileName(n)]
 		switch {
 		case !ok:

@@ -75,6 +75,14 @@ func run(dir string, interval time.Duration) error {
 			if err := writeFile(files, n); err != nil {
 				return err
 			}
+			if old := n - workload.FileEvery*workload.FileWindow; n > workload.FileEvery*workload.FileWindow {
+				if err := os.Remove(filepath.Join(files, workload.FileName(old))); err != nil && !os.IsNotExist(err) {
+					return err
+				}
+				if err := syncDir(files); err != nil {
+					return err
+				}
+			}
 		}
 		fmt.Printf("%s%d\n", workload.SyncedPrefix, n)
 		time.Sleep(interval)

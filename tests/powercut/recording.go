@@ -1,0 +1,102 @@
+package powercut
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/bulkhead-os/bulkhead/supervisor/bundle"
+)
+
+// Recording is a recorded run kept on disk (BULKHEAD_TORTURE_KEEP of the
+// power-cut tests), for replaying it again with cmd/bh-replay. Paths are
+// relative to the recording's directory.
+type Recording struct {
+	Board   string          `json:"board"`
+	Release bundle.Manifest `json:"release"`
+	// Base is the disk image before the run, Log its write log.
+	Base string `json:"base"`
+	Log  string `json:"log"`
+	// Images are the slot images the slots may hold.
+	Images  []SlotImage `json:"images"`
+	Markers []Marker    `json:"markers"`
+}
+
+// RecordingFile is the recording's description in its directory.
+const RecordingFile = "recording.json"
+
+// Save writes the description into dir.
+func (r *Recording) Save(dir string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, RecordingFile), append(b, '\n'), 0o644)
+}
+
+// LoadRecording reads a recording's description and makes its paths
+// absolute.
+func LoadRecording(dir string) (*Recording, error) {
+	b, err := os.ReadFile(filepath.Join(dir, RecordingFile))
+	if err != nil {
+		return nil, err
+	}
+	var r Recording
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, RecordingFile), err)
+	}
+	abs := func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	r.Base, r.Log = abs(r.Base), abs(r.Log)
+	for i := range r.Images {
+		r.Images[i].Path = abs(r.Images[i].Path)
+	}
+	return &r, nil
+}
+
+// Open opens the recording's files and returns a Checker for it; close
+// the Checker and call done when finished.
+func (r *Recording) Open(scratch string, workers int) (c *Checker, log *Log, done func(), err error) {
+	lf, err := os.Open(r.Log)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	bf, err := os.Open(r.Base)
+	if err != nil {
+		lf.Close()
+		return nil, nil, nil, err
+	}
+	done = func() { lf.Close(); bf.Close() }
+	fail := func(err error) (*Checker, *Log, func(), error) {
+		done()
+		return nil, nil, nil, err
+	}
+	lfi, err := lf.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	bfi, err := bf.Stat()
+	if err != nil {
+		return fail(err)
+	}
+	if log, err = ParseLog(lf, lfi.Size()); err != nil {
+		return fail(err)
+	}
+	bs, err := FindBootstate(bf, bfi.Size())
+	if err != nil {
+		return fail(err)
+	}
+	c, err = NewChecker(Config{
+		Log: log, Base: bf, Size: bfi.Size(), Bootstate: bs, Images: r.Images, Markers: r.Markers,
+		Board: r.Board, Release: r.Release, ScratchDir: scratch, Workers: workers,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	return c, log, done, nil
+}
