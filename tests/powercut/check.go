@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/bulkhead-os/bulkhead/bootloader"
 	"github.com/bulkhead-os/bulkhead/rootfs/parttable"
@@ -118,6 +119,7 @@ type Checker struct {
 	resumes map[string]*resumeOnce
 	// Stats
 	DataChecks, Resumes int
+	tm                  timing
 }
 
 type dataOnce struct {
@@ -348,7 +350,8 @@ func (c *Checker) Check(ctx context.Context, states []CrashState, progress func(
 		}
 		i = j
 	}
-	rep.Stats = map[string]int64{"data_checks": int64(c.DataChecks), "resume_runs": int64(c.Resumes)}
+	rep.Stats = c.tm.ms()
+	rep.Stats["data_checks"], rep.Stats["resume_runs"] = int64(c.DataChecks), int64(c.Resumes)
 	return rep, nil
 }
 
@@ -390,6 +393,33 @@ func (c *Checker) view(s CrashState) (*View, *overlay) {
 		top.apply(c.cfg.Log.Entries[s.Torn], s.TornSectors)
 	}
 	return &View{log: c.cfg.Log, base: c.cfg.Base, size: c.cfg.Size, layers: []*overlay{c.base, top}}, top
+}
+
+// DumpData writes the data partition of a crash state, as the cut left it
+// (before the journal replay of the next mount), to path. Like Fixture, it
+// must be called while the Checker stands at the state's base.
+func (c *Checker) DumpData(s CrashState, path string) error {
+	if s.Durable != c.durable {
+		return fmt.Errorf("dump %s: the checker is not at its base", s.Name())
+	}
+	v, _ := c.view(s)
+	parts, err := readTable(v)
+	if err != nil {
+		return err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	d := parts[partData]
+	err = f.Truncate(d.Size)
+	if err == nil {
+		err = v.CopyRange(f, 0, d.Start, d.Size)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // checkOne runs every check on one state.
@@ -564,7 +594,7 @@ func (c *Checker) dataResult(ctx context.Context, v *View, top *overlay, data pa
 		c.mu.Lock()
 		c.DataChecks++
 		c.mu.Unlock()
-		d.res, d.err = checkData(ctx, v, data.Start, data.Size, c.cfg.ScratchDir)
+		d.res, d.err = checkData(ctx, v, data.Start, data.Size, c.cfg.ScratchDir, &c.tm)
 	})
 	return d.res, d.err
 }
@@ -602,6 +632,7 @@ func (c *Checker) resume(ctx context.Context, v *View, top *overlay, state []byt
 		if img != nil {
 			cur.Version = img.Version
 		}
+		defer c.tm.add("supervisor resume", time.Now())
 		o.res, o.err = simulateResume(ctx, resumeInput{
 			state: state, boot: bs, slot: boot, trial: trial, board: c.cfg.Board, current: cur,
 			openSlot: func(s bootloader.Slot) (slot.Device, error) {

@@ -11,6 +11,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/bulkhead-os/bulkhead/tests/powercut/workload"
 )
@@ -39,7 +41,8 @@ const StatePath = "supervisor/state.json"
 // journal_only), checks it with e2fsck -fn and reads the workload's files
 // and the supervisor state with debugfs. Errors are the tools failing to
 // run, not findings.
-func checkData(ctx context.Context, v *View, start, size int64, dir string) (*DataResult, error) {
+func checkData(ctx context.Context, v *View, start, size int64, dir string, tm *timing) (*DataResult, error) {
+	t0 := time.Now()
 	scratch, err := os.CreateTemp(dir, "data-*.ext4")
 	if err != nil {
 		return nil, err
@@ -55,7 +58,8 @@ func checkData(ctx context.Context, v *View, start, size int64, dir string) (*Da
 	if err != nil {
 		return nil, fmt.Errorf("copy the data partition: %w", err)
 	}
-	return checkImage(ctx, scratch.Name(), dir)
+	tm.add("data copy", t0)
+	return checkImage(ctx, scratch.Name(), dir, tm)
 }
 
 // checkDataFile checks a gzipped data partition image (a fixture's).
@@ -81,13 +85,14 @@ func checkDataFile(ctx context.Context, gz, dir string) (*DataResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", gz, err)
 	}
-	return checkImage(ctx, scratch.Name(), dir)
+	return checkImage(ctx, scratch.Name(), dir, nil)
 }
 
 // checkImage runs the data checks on a data partition image, which it
 // may change (the journal replay).
-func checkImage(ctx context.Context, img, dir string) (*DataResult, error) {
+func checkImage(ctx context.Context, img, dir string, tm *timing) (*DataResult, error) {
 	res := &DataResult{}
+	t0 := time.Now()
 
 	// What the kernel does at mount: replay a journal that needs it.
 	out, code, err := run(ctx, "e2fsck", "-E", "journal_only", "-p", img)
@@ -101,6 +106,8 @@ func checkImage(ctx context.Context, img, dir string) (*DataResult, error) {
 	if code == 1 {
 		res.Replay = out
 	}
+	tm.add("journal replay", t0)
+	t0 = time.Now()
 	out, code, err = run(ctx, "e2fsck", "-fn", img)
 	if err != nil {
 		return nil, err
@@ -108,6 +115,9 @@ func checkImage(ctx context.Context, img, dir string) (*DataResult, error) {
 	if code != 0 {
 		res.Fsck = fmt.Sprintf("e2fsck -fn exited %d:\n%s", code, out)
 	}
+	tm.add("e2fsck -fn", t0)
+	t0 = time.Now()
+	defer tm.add("debugfs", t0)
 
 	dump, err := os.MkdirTemp(dir, "dump-")
 	if err != nil {
@@ -180,4 +190,32 @@ func run(ctx context.Context, name string, args ...string) (string, int, error) 
 		return "", 0, fmt.Errorf("%s (e2fsprogs): %w", name, err)
 	}
 	return out.String(), 0, nil
+}
+
+// timing sums the time the checks spend in their steps (Report.Stats).
+type timing struct {
+	mu sync.Mutex
+	d  map[string]time.Duration
+}
+
+func (t *timing) add(step string, since time.Time) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.d == nil {
+		t.d = map[string]time.Duration{}
+	}
+	t.d[step] += time.Since(since)
+}
+
+func (t *timing) ms() map[string]int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := map[string]int64{}
+	for k, v := range t.d {
+		out[k+" ms"] = v.Milliseconds()
+	}
+	return out
 }

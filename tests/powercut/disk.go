@@ -3,8 +3,11 @@ package powercut
 import (
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sort"
+
+	"golang.org/x/sys/unix"
 )
 
 // extent says that disk sectors [start, end) hold the data of one logged
@@ -107,15 +110,87 @@ func (v *View) ReadAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// CopyRange copies bytes [off, off+n) of the view to w at offset woff,
-// skipping what reads as zeros so that the copy stays sparse: w must
-// read as zeros there already (a new or truncated file).
+// CopyRange copies bytes [off, off+n) of the view to w at offset woff;
+// w must read as zeros there already (a new or truncated file). From a
+// base file it copies only the extents that hold data (SEEK_DATA), so the
+// copy stays sparse and costs what the partition holds, not its size;
+// then it lays the logged writes over them.
 func (v *View) CopyRange(w io.WriterAt, woff, off, n int64) error {
+	if f, ok := v.base.(*os.File); ok {
+		if err := copyDataExtents(f, w, woff, off, n); err != nil {
+			return err
+		}
+	} else if err := copyNonZero(v.base, w, woff, off, n, v.size); err != nil {
+		return err
+	}
+	ss := int64(v.log.SectorSize)
+	from, to := uint64(off/ss), uint64((off+n+ss-1)/ss)
+	for _, l := range v.layers {
+		err := l.within(from, to, func(x extent) error {
+			e := v.log.Entries[x.entry]
+			bs, be := max(int64(x.start)*ss, off), min(int64(x.end)*ss, off+n)
+			buf := make([]byte, be-bs)
+			if _, err := v.log.r.ReadAt(buf, e.Offset+ss+bs-int64(e.Sector)*ss); err != nil {
+				return fmt.Errorf("read log entry %s: %w", e, err)
+			}
+			_, err := w.WriteAt(buf, woff+bs-off)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyDataExtents copies the data extents of f in [off, off+n).
+func copyDataExtents(f *os.File, w io.WriterAt, woff, off, n int64) error {
+	fd := int(f.Fd())
 	buf := make([]byte, 1<<20)
-	for done := int64(0); done < n; {
-		k := min(int64(len(buf)), n-done)
+	for pos := off; pos < off+n; {
+		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if err == unix.ENXIO || (err == nil && data >= off+n) {
+			return nil // only holes (or the end of the file) from here
+		}
+		if err != nil {
+			return copyNonZero(f, w, woff+pos-off, pos, off+n-pos, off+n)
+		}
+		hole, err := unix.Seek(fd, data, unix.SEEK_HOLE)
+		if err != nil {
+			return err
+		}
+		hole = min(hole, off+n)
+		for p := data; p < hole; {
+			k := min(int64(len(buf)), hole-p)
+			m, err := f.ReadAt(buf[:k], p)
+			if m > 0 {
+				if _, werr := w.WriteAt(buf[:m], woff+p-off); werr != nil {
+					return werr
+				}
+			}
+			if err == io.EOF {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			p += int64(m)
+		}
+		pos = hole
+	}
+	return nil
+}
+
+// copyNonZero copies [off, off+n) of r, skipping 64 KiB runs of zeros.
+func copyNonZero(r io.ReaderAt, w io.WriterAt, woff, off, n, size int64) error {
+	buf := make([]byte, 1<<20)
+	for done := int64(0); done < n && off+done < size; {
+		k := min(int64(len(buf)), n-done, size-off-done)
 		b := buf[:k]
-		if _, err := v.ReadAt(b, off+done); err != nil && err != io.EOF {
+		m, err := r.ReadAt(b, off+done)
+		if err == io.EOF {
+			clear(b[m:])
+		} else if err != nil {
 			return err
 		}
 		for s := int64(0); s < k; s += 64 << 10 {

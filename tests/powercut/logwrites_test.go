@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -299,4 +301,48 @@ func FuzzParseLog(f *testing.F) {
 		}
 		Enumerate(l, EnumOptions{Exhaustive: 3, Sampled: 2, TearAll: 2, TearSampled: 2})
 	})
+}
+
+// TestCopyRangeCopiesTheViewOfASparseBase compares a copy of a view over a
+// sparse base file with the view itself.
+func TestCopyRangeCopiesTheViewOfASparseBase(t *testing.T) {
+	dir := t.TempDir()
+	base, err := os.Create(filepath.Join(dir, "base"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer base.Close()
+	const size = 8 << 20
+	base.Truncate(size)
+	base.WriteAt(sectors(8, 0x11), 1<<20)       // a data extent
+	base.WriteAt(sectors(3, 0x22), 5<<20+512*5) // another, unaligned
+	tl := newTestLog()
+	tl.write(2048+4, sectors(8, 0x33)) // over the first extent
+	tl.write(6000, sectors(2, 0x44))   // in a hole
+	l := parse(t, tl.bytes(tl.entries))
+	o := &overlay{}
+	for _, e := range l.Entries {
+		o.apply(e, e.Sectors)
+	}
+	v := &View{log: l, base: base, size: size, layers: []*overlay{o}}
+	for _, r := range []struct{ off, n int64 }{{0, size}, {1<<20 + 512, 3 << 20}, {3000 * 512, 4 << 20}} {
+		want := make([]byte, r.n)
+		if _, err := v.ReadAt(want, r.off); err != nil {
+			t.Fatal(err)
+		}
+		out, err := os.Create(filepath.Join(dir, "out"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Truncate(r.n)
+		if err := v.CopyRange(out, 0, r.off, r.n); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, r.n)
+		out.ReadAt(got, 0)
+		out.Close()
+		if !bytes.Equal(got, want) {
+			t.Errorf("copy of [%d, +%d) differs from the view", r.off, r.n)
+		}
+	}
 }

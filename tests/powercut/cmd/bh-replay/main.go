@@ -11,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/bulkhead-os/bulkhead/tests/powercut"
@@ -24,18 +26,19 @@ func main() {
 	workers := flag.Int("workers", 2, "states checked in parallel")
 	fixtures := flag.String("fixtures", "", "keep a fixture of every failing state here")
 	verbose := flag.Bool("v", false, "print every state")
+	dump := flag.String("dump", "", "write the data partition of every checked state (before the journal replay) into this directory")
 	flag.Parse()
 	if *dir == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*dir, *full, *states, *seed, *workers, *fixtures, *verbose); err != nil {
+	if err := run(*dir, *full, *states, *seed, *workers, *fixtures, *dump, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "bh-replay:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, full bool, n int, seed uint64, workers int, fixtures string, verbose bool) error {
+func run(dir string, full bool, n int, seed uint64, workers int, fixtures, dump string, verbose bool) error {
 	rec, err := powercut.LoadRecording(dir)
 	if err != nil {
 		return err
@@ -77,6 +80,11 @@ func run(dir string, full bool, n int, seed uint64, workers int, fixtures string
 		if verbose || r.Failed() {
 			b, _ := json.Marshal(r)
 			fmt.Println(string(b))
+		}
+		if dump != "" {
+			if err := c.DumpData(r.State, filepath.Join(dump, strings.NewReplacer("/", "_", "@", "-").Replace(r.Name)+".img")); err != nil {
+				fmt.Fprintln(os.Stderr, "dump:", err)
+			}
 		}
 		if r.Failed() && fixtures != "" {
 			f, err := c.Fixture(context.Background(), r, fixtures)
