@@ -65,7 +65,10 @@ var grubVars = []string{varCommitted, varTrial, varTries, varSeq, varCheck}
 // followed by `grub-editenv FILE set` of the five variables in order
 // produces, and what save_env leaves after it rewrites those variables in
 // place (grub_envblk_set keeps a variable's position), so Go's and GRUB's
-// copies of one state are byte-identical.
+// copies of one state are byte-identical. The exception is a damaged copy
+// that GRUB overwrites: a line it no longer recognises stays, and the
+// variable that line hid is appended; the copy still decodes to the saved
+// state (tests/bootstate_test.go checks it).
 func (GrubEnv) Encode(st State) ([]byte, error) {
 	if err := st.Validate(); err != nil {
 		return nil, err

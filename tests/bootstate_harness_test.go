@@ -489,7 +489,8 @@ func newBootVM(t *testing.T, b *board.Board, img string, api bool) *bootVM {
 		WorkDir:  t.TempDir(),
 	}
 	if os.Getenv("BULKHEAD_TEST_CONSOLE") != "" {
-		cfg.Console = os.Stderr // for debugging a single test
+		// Debugging one test: watch its serial console as it happens.
+		cfg.Console = os.Stderr
 	}
 	port := 0
 	if api {
@@ -515,9 +516,6 @@ func newBootVM(t *testing.T, b *board.Board, img string, api bool) *bootVM {
 	}
 	t.Cleanup(func() {
 		m.PowerCut()
-		if os.Getenv("BULKHEAD_TEST_CONSOLE") != "" {
-			os.WriteFile("/tmp/console-"+b.Name+".raw", []byte(m.Log()), 0o644)
-		}
 		if t.Failed() {
 			t.Logf("%s: serial console of the last start:\n%s\n--- end ---", b.Name, m.Log())
 		}

@@ -77,6 +77,7 @@ var scriptCases = []struct {
 // copy whose signature line is damaged, and GRUB then boots the committed
 // slot without a trial and writes nothing (bootloader/FORMAT.md).
 func TestBootScriptsDecideLikeTheModel(t *testing.T) {
+	t.Parallel() // its machines share the CPUs with the other boot-state test
 	for _, name := range []string{"qemu-aarch64", "x86_64"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

@@ -21,6 +21,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -311,8 +312,9 @@ type otaDevice struct {
 	pos   int // console offset after the last line waited for
 	mark  int // console offset where the current step began
 	// Resident memory of the supervisor, idle before the first update
-	// and at its peak during the last one.
-	idleRSS, peakRSS int64
+	// and at its peak during the last install.
+	idleRSS int64
+	peakRSS atomic.Int64
 }
 
 // otaDeviceConfig is device.yaml of the test devices: the TCP API with a
@@ -467,19 +469,12 @@ func (d *otaDevice) expectRunning(version, slot string) api.Status {
 	return st
 }
 
-// outcome waits for the outcome of update id, across the reboots, and
-// records the largest peak resident memory the supervisor reported while
-// it was busy with the update.
+// outcome waits for the outcome of update id, across the reboots.
 func (d *otaDevice) outcome(id string) updater.Outcome {
 	d.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	d.peakRSS = 0
-	o, err := d.api.WaitOutcome(ctx, id, 2*time.Second, func(st api.Status, err error) {
-		if err == nil && st.Supervisor != nil && st.Update.Update != nil && st.Update.Update.ID == id {
-			d.peakRSS = max(d.peakRSS, st.Supervisor.PeakRSSBytes)
-		}
-	})
+	o, err := d.api.WaitOutcome(ctx, id, 2*time.Second, nil)
 	if err != nil {
 		d.fatalf("update %s: %v", id, err)
 	}
@@ -512,7 +507,7 @@ func (d *otaDevice) logInstall(id string, r otaRelease) {
 	d.t.Logf("%s: figures: install of %s (image %d MiB, bundle %.1f MiB): stream+write %.1f s (%.0f MB/s), read back+verify %.1f s (%.0f MB/s), together %.0f MB/s; supervisor RSS idle %.1f MiB, peak during the update %.1f MiB",
 		d.b.Name, r.Manifest.Version, r.Manifest.Image.Size>>20, float64(otaFileSize(r.Path))/(1<<20),
 		w.Seconds(), mb/w.Seconds(), v.Seconds(), mb/v.Seconds(), mb/(w+v).Seconds(),
-		float64(d.idleRSS)/(1<<20), float64(d.peakRSS)/(1<<20))
+		float64(d.idleRSS)/(1<<20), float64(d.peakRSS.Load())/(1<<20))
 }
 
 func otaFileSize(path string) int64 {
@@ -533,7 +528,28 @@ func (d *otaDevice) startUpdate(source string) string {
 	if err != nil {
 		d.fatalf("start update from %s: %v", source, err)
 	}
+	d.samplePeakRSS(resp.ID)
 	return resp.ID
+}
+
+// samplePeakRSS records, in the background, the supervisor's peak
+// resident memory while it downloads, writes and verifies update id.
+func (d *otaDevice) samplePeakRSS(id string) {
+	d.peakRSS.Store(0)
+	go func() {
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			st, err := d.api.Status(ctx)
+			cancel()
+			if err != nil || st.Update.Update == nil || st.Update.Update.ID != id || st.Update.Phase == updater.PhaseTrial {
+				return // rebooting, or done
+			}
+			if st.Supervisor != nil {
+				d.peakRSS.Store(max(d.peakRSS.Load(), st.Supervisor.PeakRSSBytes))
+			}
+			time.Sleep(time.Second)
+		}
+	}()
 }
 
 // slotSums hashes both root slot partitions of the machine's disk as the

@@ -98,6 +98,17 @@ func pcKillLoop(t *testing.T, img *pcImage, d *pcDevice, srv *pcServer, kills in
 		}
 		// The supervisor finishes or rolls back on its own.
 		st = d.WaitSettled(20 * time.Minute)
+		outcome := "none"
+		for _, o := range st.Update.History {
+			if o.ID == id {
+				outcome = o.Result
+				if o.Result == "failed" && strings.Contains(o.Reason, "network is unreachable") {
+					// A restarted download that began before DHCP.
+					outcome += " (network not up yet)"
+				}
+			}
+		}
+		figs.KillOutcomes[outcome]++
 		t.Logf("%s: update %s settled: slot %s, version %s, last outcome %s", name, id, st.Boot.Slot, st.Release.Version, pcLastOutcome(st.Update.History))
 	}
 	figs.KillDuration = time.Since(start).Round(time.Second).String()

@@ -96,6 +96,7 @@ type pcBoardFigs struct {
 	Booted         int              `json:"states_booted"`
 	Kills          int              `json:"kills"`
 	KillPhases     map[string]int   `json:"kills_by_phase"`
+	KillOutcomes   map[string]int   `json:"kill_loop_update_outcomes"`
 	Failures       int              `json:"failures"`
 	RecordDuration string           `json:"record_duration"`
 	ReplayDuration string           `json:"replay_duration"`
@@ -110,7 +111,7 @@ func (r *pcReport) board(name string) *pcBoardFigs {
 	defer r.mu.Unlock()
 	b := r.Boards[name]
 	if b == nil {
-		b = &pcBoardFigs{KillPhases: map[string]int{}}
+		b = &pcBoardFigs{KillPhases: map[string]int{}, KillOutcomes: map[string]int{}}
 		r.Boards[name] = b
 	}
 	return b
@@ -119,10 +120,11 @@ func (r *pcReport) board(name string) *pcBoardFigs {
 func (r *pcReport) fail(t *testing.T, board, format string, args ...any) {
 	t.Helper()
 	msg := board + ": " + fmt.Sprintf(format, args...)
+	b := r.board(board)
 	r.mu.Lock()
 	r.Failures = append(r.Failures, msg)
+	b.Failures++
 	r.mu.Unlock()
-	r.board(board).Failures++
 	t.Error(msg)
 }
 
@@ -538,6 +540,7 @@ func pcWriteReport(t *testing.T) {
 		fmt.Fprintf(&b, "| replay duration | %s |\n", f.ReplayDuration)
 		fmt.Fprintf(&b, "| crash states booted | %d (%s) |\n", f.Booted, f.BootDuration)
 		fmt.Fprintf(&b, "| kills | %d (%s), by phase %s |\n", f.Kills, f.KillDuration, pcMap(f.KillPhases))
+		fmt.Fprintf(&b, "| outcomes of the cut updates | %s |\n", pcMap(f.KillOutcomes))
 		fmt.Fprintf(&b, "| failures | %d |\n\n", f.Failures)
 		if len(f.BootStateLog) > 0 {
 			fmt.Fprintf(&b, "Boot-state writes in the recorded run:\n\n")

@@ -53,6 +53,7 @@ type trialBoard struct {
 //
 // Throughout, committed slot b is never written (invariant 1).
 func TestTrialBootsFallBackOrCommit(t *testing.T) {
+	t.Parallel() // its machines share the CPUs with the other boot-state test
 	for _, tb := range []trialBoard{
 		{name: "qemu-aarch64", api: true, watchdog: true},
 		{name: "x86_64", api: true, watchdog: true},

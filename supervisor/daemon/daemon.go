@@ -26,6 +26,7 @@ import (
 	"github.com/bulkhead-os/bulkhead/bootloader"
 	"github.com/bulkhead-os/bulkhead/rootfs/blockdev"
 	"github.com/bulkhead-os/bulkhead/rootfs/cmdline"
+	"github.com/bulkhead-os/bulkhead/rootfs/service"
 	"github.com/bulkhead-os/bulkhead/supervisor/api"
 	"github.com/bulkhead-os/bulkhead/supervisor/bootstate"
 	"github.com/bulkhead-os/bulkhead/supervisor/bundle"
@@ -51,6 +52,7 @@ type Options struct {
 	HealthDir    string         // /data/supervisor/health.d
 	OSHealthDir  string         // /etc/bulkhead/health.d
 	InboxDir     string         // /data/supervisor/inbox
+	Services     string         // /etc/bulkhead/services.json
 	Socket       string         // /run/bulkhead/supervisor.sock
 	Cmdline      string         // /proc/cmdline
 	Sysfs        blockdev.Sysfs // /sys/block, /dev
@@ -84,6 +86,7 @@ func (o *Options) defaults() {
 	def(&o.HealthDir, filepath.Join(o.StateDir, "health.d"))
 	def(&o.OSHealthDir, health.DefaultOSDir)
 	def(&o.InboxDir, filepath.Join(o.StateDir, "inbox"))
+	def(&o.Services, service.DefaultSpecPath)
 	def(&o.Socket, api.DefaultSocket)
 	def(&o.Cmdline, "/proc/cmdline")
 	def(&o.ResolvConf, netconf.DefaultResolvConf)
@@ -299,8 +302,8 @@ func healthChecks(o Options, cfg devconf.Config, rel Release, slot string) func(
 		health.DataWritable(o.StateDir),
 		health.Network("", cfg.Update.HealthTarget),
 	}
-	if cfg.Update.EngineSocket != "" {
-		base = append(base, health.UnixSocket("engine", cfg.Update.EngineSocket))
+	if sock := engineSocket(cfg, o.Services); sock != "" {
+		base = append(base, health.UnixSocket("engine", sock))
 	}
 	return func(ctx context.Context, networkWasUp bool) []health.Result {
 		checks := append([]health.Check(nil), base...)
@@ -390,4 +393,32 @@ func selfProcess() *api.Process {
 		}
 	}
 	return p
+}
+
+// engineSocket is the container engine's socket the trial checks:
+// device.yaml's update.engine_socket, else the --socket argument of the
+// "engine" service the image runs (services.json), so that a release whose
+// engine does not come up is not committed. Empty: no engine check.
+func engineSocket(cfg devconf.Config, servicesPath string) string {
+	if cfg.Update.EngineSocket != "" {
+		return cfg.Update.EngineSocket
+	}
+	specs, err := service.LoadSpecs(servicesPath)
+	if err != nil {
+		return ""
+	}
+	for _, sp := range specs {
+		if sp.Name != "engine" {
+			continue
+		}
+		for i, a := range sp.Args {
+			if v, ok := strings.CutPrefix(a, "--socket="); ok {
+				return v
+			}
+			if a == "--socket" && i+1 < len(sp.Args) {
+				return sp.Args[i+1]
+			}
+		}
+	}
+	return ""
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/bulkhead-os/bulkhead/rootfs/parttable"
 	"github.com/bulkhead-os/bulkhead/supervisor/bundle/bundletest"
 	"github.com/bulkhead-os/bulkhead/supervisor/client"
+	"github.com/bulkhead-os/bulkhead/supervisor/devconf"
 	"github.com/bulkhead-os/bulkhead/supervisor/slot"
 	"github.com/bulkhead-os/bulkhead/supervisor/updater"
 	"golang.org/x/sys/unix"
@@ -203,7 +204,8 @@ func (dv *device) run(t *testing.T, d *loopDisk, slot bootloader.Slot, trial boo
 			DeviceConfig: filepath.Join(dv.dir, "device.yaml"), StateDir: filepath.Join(dv.dir, "data", "supervisor"),
 			Socket: dv.socket, Cmdline: cmd, Sysfs: d.sys, DiskTimeout: 5 * time.Second,
 			OSHealthDir: filepath.Join(dv.dir, "os-health.d"), InboxInterval: 50 * time.Millisecond,
-			Reboot: func() error { dv.reboots <- struct{}{}; return nil },
+			Services: filepath.Join(dv.dir, "services.json"),
+			Reboot:   func() error { dv.reboots <- struct{}{}; return nil },
 			Updater: func(c *updater.Config) {
 				c.HealthDeadline, c.HealthInterval = 5*time.Second, 50*time.Millisecond
 				c.Boot.ID = fmt.Sprintf("%s-%v-%d", slot, trial, time.Now().UnixNano())
@@ -394,5 +396,27 @@ func TestAFailingCheckShippedInTheImageRollsTheTrialBack(t *testing.T) {
 	}
 	if st := d.bootState(t); st.Committed != bootloader.SlotA || st.Trial != bootloader.SlotNone {
 		t.Fatalf("boot state after the rollback: %s", st)
+	}
+}
+
+func TestTheEngineTheImageRunsIsChecked(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "services.json")
+	os.WriteFile(p, []byte(`[{"name":"supervisor","path":"/usr/bin/supervisor"},
+		{"name":"engine","path":"/usr/bin/engine","args":["--root","/data/engine","--socket","/run/bulkhead/engine.sock"]}]`), 0o644)
+	cases := []struct {
+		name string
+		cfg  devconf.Config
+		path string
+		want string
+	}{
+		{"from the engine service of the image", devconf.Config{}, p, "/run/bulkhead/engine.sock"},
+		{"device.yaml wins", devconf.Config{Update: devconf.Update{EngineSocket: "/run/other.sock"}}, p, "/run/other.sock"},
+		{"no engine service, no check", devconf.Config{}, filepath.Join(dir, "missing.json"), ""},
+	}
+	for _, c := range cases {
+		if got := engineSocket(c.cfg, c.path); got != c.want {
+			t.Errorf("%s: %q, want %q", c.name, got, c.want)
+		}
 	}
 }

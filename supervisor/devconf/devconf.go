@@ -75,8 +75,9 @@ type Update struct {
 	// HealthTarget is an optional host:port the network check connects
 	// to; without it the check only requires a default route.
 	HealthTarget string `yaml:"health_target"`
-	// EngineSocket is the container engine's socket to check; empty
-	// skips the check.
+	// EngineSocket is the container engine's socket the trial checks;
+	// empty means the socket of the image's engine service
+	// (services.json), and no check if the image runs no engine.
 	EngineSocket string `yaml:"engine_socket"`
 	// AutoReboot reboots into the trial as soon as the slot is verified;
 	// default true.
