@@ -1,9 +1,11 @@
 package tests
 
-// Helpers of the boot-state tests (bootstate_test.go): a test disk whose
-// boot state, root slots and data partition the test edits between boots,
-// broken slot variants, the console lines of the boot scripts, and sector
-// snapshots that show which bytes a boot wrote.
+// Helpers of the boot-state tests (bootstate_test.go, trial_test.go;
+// docs/safety.md): a machine's disk whose boot state, root slots, data
+// partition and device configuration a test edits between boots, broken
+// slot variants, the console lines of the boot scripts, and sector
+// snapshots that show which bytes a boot wrote. Set BULKHEAD_TEST_CONSOLE=1
+// to watch the serial consoles while debugging one test.
 
 import (
 	"bytes"

@@ -207,8 +207,9 @@ type otaReleases struct {
 }
 
 // otaBuildReleases builds v1 now and the other releases in the background,
-// in the order the life cycle needs them.
-func otaBuildReleases(t *testing.T, b *board.Board) *otaReleases {
+// in the order the life cycle needs them; then, if set, it runs then (more
+// builds for a later test, while this one's machine runs).
+func otaBuildReleases(t *testing.T, b *board.Board, then func()) *otaReleases {
 	t.Helper()
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -297,8 +298,37 @@ func otaBuildReleases(t *testing.T, b *board.Board) *otaReleases {
 			}
 			s.p.set(rel, err)
 		}
+		if then != nil && ctx.Err() == nil {
+			then()
+		}
 	}()
 	return r
+}
+
+// otaInboxReleases are the raspberrypi3 image and the bundle dropped into
+// its inbox.
+type otaInboxReleases struct {
+	v1 *image.Result
+	v2 otaRelease
+}
+
+// otaBuildInbox builds them into dir.
+func otaBuildInbox(t testing.TB, dir string) (otaInboxReleases, error) {
+	ctx := context.Background()
+	b, err := board.Load(filepath.Join(otaSrcDir(), "boards"), "raspberrypi3")
+	if err != nil {
+		return otaInboxReleases{}, err
+	}
+	v1, err := otaBuild(ctx, t, b, filepath.Join(dir, "v1"), otaV1, nil)
+	if err != nil {
+		return otaInboxReleases{}, err
+	}
+	res, err := otaBuild(ctx, t, b, filepath.Join(dir, "v2"), otaV2, nil)
+	if err != nil {
+		return otaInboxReleases{}, err
+	}
+	v2, err := otaSlimRelease(ctx, res, dir)
+	return otaInboxReleases{v1: v1, v2: v2}, err
 }
 
 // otaDevice is a booted test machine and its device API.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,19 +30,33 @@ import (
 func TestOTA(t *testing.T) {
 	t.Run("x86_64", func(t *testing.T) {
 		t.Parallel()
-		otaLifeCycle(t, "x86_64")
+		otaLifeCycle(t, "x86_64", nil)
 	})
 	t.Run("arm64", func(t *testing.T) {
 		t.Parallel()
-		t.Run("qemu-aarch64", func(t *testing.T) { otaLifeCycle(t, "qemu-aarch64") })
-		t.Run("raspberrypi3-from-the-data-partition", otaFromDataPartition)
+		// The Pi's releases are built while the qemu-aarch64 machine
+		// runs, once that one's own builds are done.
+		lane := t
+		dir := t.TempDir()
+		inbox := sync.OnceValues(func() (otaInboxReleases, error) { return otaBuildInbox(lane, dir) })
+		t.Run("qemu-aarch64", func(t *testing.T) {
+			otaLifeCycle(t, "qemu-aarch64", func() { inbox() })
+		})
+		t.Run("raspberrypi3-from-the-data-partition", func(t *testing.T) {
+			rel, err := inbox()
+			if err != nil {
+				t.Fatal(err)
+			}
+			otaFromDataPartition(t, rel)
+		})
 	})
 }
 
-// otaLifeCycle updates one networked device through every path.
-func otaLifeCycle(t *testing.T, name string) {
+// otaLifeCycle updates one networked device through every path; then runs
+// in the background once its releases are built.
+func otaLifeCycle(t *testing.T, name string, then func()) {
 	b := loadBoard(t, name)
-	rel := otaBuildReleases(t, b)
+	rel := otaBuildReleases(t, b, then)
 	srv := otaStartServers(t)
 	d := bootOTADevice(t, b, rel.v1.Image, nil)
 	d.step("boot v1")
@@ -175,23 +190,10 @@ var otaPanicRE = regexp.MustCompile(`\] Kernel panic - not syncing`)
 // bundle is written into the data partition's inbox of the card before the
 // first boot, the way a user with a card reader would, and the supervisor
 // installs it, U-Boot boots the trial, and the supervisor commits it.
-func otaFromDataPartition(t *testing.T) {
+func otaFromDataPartition(t *testing.T, rel otaInboxReleases) {
 	b := loadBoard(t, "raspberrypi3")
-	dir := t.TempDir()
-	ctx := context.Background()
-	v1, err := otaBuild(ctx, t, b, dir+"/v1", otaV1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := otaBuild(ctx, t, b, dir+"/v2", otaV2, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v2, err := otaSlimRelease(ctx, res, dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := bootOTADevice(t, b, v1.Image, map[string]string{"supervisor/inbox/" + v2.Name(): v2.Path})
+	v2 := rel.v2
+	d := bootOTADevice(t, b, rel.v1.Image, map[string]string{"supervisor/inbox/" + v2.Name(): v2.Path})
 	d.step("boot v1 with %s in the inbox", v2.Name())
 	d.waitReady(otaV1, "a", false, 6*time.Minute)
 	d.waitLine(regexp.MustCompile(`update inbox: installing.*file=`+regexp.QuoteMeta(v2.Name())), 3*time.Minute)

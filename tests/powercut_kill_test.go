@@ -165,12 +165,12 @@ func (d *pcDevice) stage(from int, armed bool) int {
 	if i := strings.Index(log, "phase=ready-to-reboot"); i >= 0 {
 		if j := strings.Index(log[i:], "shutting down"); j >= 0 {
 			s = max(s, 3) // the reboot into the trial
-			if strings.Contains(log[i+j:], "Linux version") {
-				s = max(s, 4) // the trial's kernel runs
+			if strings.Contains(log[i+j:], "bulkhead: boot slot=") {
+				s = max(s, 4) // the bootloader chose the trial
 			}
 		}
 	}
-	if armed && from == 0 && strings.Contains(log, "Linux version") {
+	if armed && from == 0 && strings.Contains(log, "bulkhead: boot slot=") {
 		s = max(s, 4)
 	}
 	if pcTrialRE.MatchString(log) {
@@ -225,7 +225,7 @@ func (d *pcDevice) aim(a int, from int, armed bool, rng *rand.Rand) string {
 				sleep(0, 3*time.Second)
 				return phase
 			}
-		case 4: // trial boot: kernel, initramfs, services
+		case 4: // trial boot: bootloader (after its decrement), kernel, initramfs, services
 			if s == 4 {
 				sleep(0, 8*time.Second)
 				return phase

@@ -1,8 +1,9 @@
 // Package daemon wires the supervisor together: it reads what the image
 // and the bootloader say about this boot (release.json, trusted keys, the
 // kernel command line), sets the clock floor, brings up the network from
-// device.yaml, finds the boot disk and its boot state, serves the device API
-// and resumes the update state machine. cmd/supervisor is a thin main over
+// device.yaml, finds the boot disk and its boot state, serves the device API,
+// resumes the update state machine and watches the update inbox on the data
+// partition (package inbox). cmd/supervisor is a thin main over
 // Run.
 //
 // Every path is an Option so that tests and the QEMU harness can run the

@@ -2,6 +2,7 @@ package netconf
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -176,5 +177,19 @@ func TestFirstWiredSkipsVirtualAndWireless(t *testing.T) {
 	}
 	if _, err := FirstWired(t.TempDir()); err == nil {
 		t.Fatal("found a wired interface in an empty directory")
+	}
+}
+
+// DHCP must not start before the kernel's RNG is seeded (see
+// waitForEntropy); on a seeded host the wait returns at once, and a
+// cancelled context ends it.
+func TestWaitForEntropy(t *testing.T) {
+	if err := waitForEntropy(context.Background()); err != nil {
+		t.Fatalf("waitForEntropy: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := waitForEntropy(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("waitForEntropy with a cancelled context: %v", err)
 	}
 }

@@ -138,14 +138,13 @@ func (s State) Check(synced uint64) []string {
 	if s.CounterErr == nil && s.Counter > s.Journal {
 		bad = append(bad, fmt.Sprintf("counter %d is ahead of the journal (%d): the journal was fsync'd first", s.Counter, s.Journal))
 	}
-	// Files deleted before the cut may be gone; the newer ones must be
-	// there.
+	// Files deleted before the cut may be gone, and so may the one the
+	// next record (synced+1, not reported yet) deletes; the newer ones
+	// must be there.
 	first := uint64(FileEvery)
-	if synced > FileEvery*FileWindow {
-		first = (synced - FileEvery*FileWindow) / FileEvery * FileEvery
-		for first <= synced-FileEvery*FileWindow {
-			first += FileEvery
-		}
+	if gone := synced + 1; gone > FileEvery*FileWindow {
+		gone -= FileEvery * FileWindow // the newest file that may be deleted
+		first = (gone/FileEvery + 1) * FileEvery
 	}
 	for n := first; n <= synced; n += FileEvery {
 		problem, ok := s.Files[FileName(n)]

@@ -65,6 +65,10 @@ func TestCheckRequiresEverySyncedRecord(t *testing.T) {
 		{"a bad file", State{Journal: 40, Counter: 40, Files: map[string]string{FileName(8): "", FileName(16): "", FileName(24): "", FileName(32): "", FileName(40): "truncated"}}, 40, "truncated"},
 		{"old files may be deleted", State{Journal: last, Counter: last, Files: files(last-FileEvery*(FileWindow-1), last)}, last, ""},
 		{"a file of the window is not", State{Journal: last, Counter: last, Files: files(last-FileEvery*(FileWindow-2), last)}, last, "missing"},
+		// Record last-1 was reported; record last deletes the file
+		// FileWindow files back and may be on disk.
+		{"the next record's delete may be on disk", State{Journal: last, Counter: last, Files: files(last-FileEvery*(FileWindow-1), last)}, last - 1, ""},
+		{"but not the one after", State{Journal: last, Counter: last, Files: files(last-FileEvery*(FileWindow-2), last)}, last - 1, "missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := strings.Join(tc.st.Check(tc.synced), "; ")
