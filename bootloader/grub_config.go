@@ -100,6 +100,7 @@ func GrubConfig(p GrubParams) (string, error) {
 		"BootArgs":   GrubBootArgsFile,
 		"KernelPath": KernelPath,
 		"InitrdPath": InitrdPath,
+		"ResetDelay": NoSlotResetDelay,
 		"Inc":        steps(0, 8, 1),
 		"Dec":        steps(MaxTries, 1, -1),
 		// One pass per decimal digit of MaxSeq plus one for a carry out.

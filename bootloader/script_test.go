@@ -121,6 +121,8 @@ func TestScriptsMirrorTheGoRules(t *testing.T) {
 		"bulkhead.bootstate=uboot:1048576:1572864:4096",
 		"setenv kernel_comp_size ${filesize}",
 		"booti ${kernel_addr_r} 0x06000000:${bh_initrd_size} ${fdt_addr_r}",
+		"bulkhead: neither slot booted\"\n", // and then reset, never back to distro boot:
+		"sleep 10\nreset\n",
 	} {
 		if !strings.Contains(u, want) {
 			t.Errorf("U-Boot script lacks %q", want)
@@ -150,6 +152,7 @@ func TestScriptsMirrorTheGoRules(t *testing.T) {
 		"if [ \"$bh_tries\" = 9 ]; then",
 		"set timeout=0",
 		"serial --unit=0 --speed=115200",
+		"sleep 10\nreboot\n", // never GRUB's prompt
 	} {
 		if !strings.Contains(g, want) {
 			t.Errorf("grub.cfg lacks %q", want)

@@ -24,6 +24,12 @@ const (
 // file format serves both bootloaders.
 const UBootBootArgsFile = "bulkhead/bootargs.env"
 
+// NoSlotResetDelay is how many seconds the boot scripts wait, with the
+// reason on the console, before they reset the board when neither slot's
+// kernel could be loaded or started. They never return to the firmware's
+// or bootloader's other boot sources (USB, network boot, a prompt).
+const NoSlotResetDelay = 10
+
 // UBootParams are the board's inputs to UBootScript. Every field is data
 // from the board definition; nothing here is computed at boot.
 type UBootParams struct {
@@ -202,6 +208,7 @@ func UBootScript(p UBootParams) (string, error) {
 		"BootArgs":   UBootBootArgsFile,
 		"KernelPath": KernelPath,
 		"InitrdPath": InitrdPath,
+		"ResetDelay": NoSlotResetDelay,
 	}
 	var b bytes.Buffer
 	if err := ubootTmpl.Execute(&b, data); err != nil {

@@ -25,7 +25,7 @@ var pcKillPhases = []string{"download", "slot write", "verify", "reboot", "trial
 // pcKillLoop cuts the power of a running device kills times. The device
 // may still log its writes (the recording's machine); the log is then
 // restarted into a scratch file at every start.
-func pcKillLoop(t *testing.T, img *pcImage, d *pcDevice, srv *pcServer, kills int, seed uint64) {
+func pcKillLoop(t *testing.T, img *pcImage, d *pcDevice, srv *pcServer, kills int, seed uint64, full bool) {
 	name := img.board.Name
 	figs := pcRun.board(name)
 	rng := rand.New(rand.NewPCG(seed, uint64(len(name))))
@@ -57,8 +57,12 @@ func pcKillLoop(t *testing.T, img *pcImage, d *pcDevice, srv *pcServer, kills in
 		d.WaitSynced(d.con.Synced()+5, 3*time.Minute)
 		from := d.m.Offset()
 		id := d.StartUpdate(srv.URL(next + ".bundle"))
-		// One to three cuts into this update, aimed at instants in order.
+		// One to three cuts into this update (all of a short run's),
+		// aimed at instants in order.
 		n := min(1+rng.IntN(3), kills-done)
+		if !full {
+			n = kills - done
+		}
 		var aims []int
 		for range n {
 			aims = append(aims, rng.IntN(len(pcKillPhases)))

@@ -251,7 +251,7 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode, kills int) {
 		defer wg.Done()
 		snaps = pcReplay(t, img, c, log, mode)
 	}()
-	pcKillLoop(t, img, d, srv, kills, mode.Seed)
+	pcKillLoop(t, img, d, srv, kills, mode.Seed, mode.Full)
 	d.Cut()
 	wg.Wait()
 
@@ -420,12 +420,14 @@ func pcPickBoots(states []powercut.CrashState, c *powercut.Checker, mode pcMode)
 			out[first[p]], out[last[p]] = true, true
 		}
 	}
-	// In the sample run, a booted state comes from after the download,
-	// so that the supervisor's resume takes one boot rather than a whole
-	// new download; make torture boots states of every phase.
+	// In the sample run, a booted state comes from after the slot was
+	// verified, so that the supervisor's resume takes a boot or two rather
+	// than a new download or read-back of 1 GiB; make torture boots states
+	// of every phase.
 	var pool []powercut.CrashState
 	for _, s := range states {
-		if mode.Full || !strings.Contains(c.Phase(s), "download") {
+		p := c.Phase(s)
+		if mode.Full || !strings.Contains(p, "download") && !strings.Contains(p, "verifying") && !strings.Contains(p, "ready-to-reboot") {
 			pool = append(pool, s)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/bulkhead-os/bulkhead/bootloader"
+	"github.com/bulkhead-os/bulkhead/tests/powercut/dmlog"
 )
 
 // AuditFinding is a write that breaks an invariant of the write sequence.
@@ -73,14 +74,14 @@ func (c *Checker) Audit() (*Audit, error) {
 			readies = append(readies, m)
 		}
 	}
-	running := func(e Entry) bootloader.Slot {
+	running := func(e dmlog.Entry) bootloader.Slot {
 		i := sort.Search(len(readies), func(i int) bool { return readies[i].Offset > e.Offset })
 		if i == 0 {
 			return bootloader.SlotNone
 		}
 		return bootloader.Slot(readySlotRE.FindStringSubmatch(readies[i-1].Line)[1])
 	}
-	find := func(e Entry, format string, args ...any) {
+	find := func(e dmlog.Entry, format string, args ...any) {
 		a.Findings = append(a.Findings, AuditFinding{Entry: e.Index, Check: "audit", Detail: fmt.Sprintf("%s: ", e) + fmt.Sprintf(format, args...)})
 	}
 	for _, e := range l.Entries {

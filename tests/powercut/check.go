@@ -19,6 +19,7 @@ import (
 	"github.com/bulkhead-os/bulkhead/supervisor/bundle"
 	"github.com/bulkhead-os/bulkhead/supervisor/slot"
 	"github.com/bulkhead-os/bulkhead/supervisor/updater"
+	"github.com/bulkhead-os/bulkhead/tests/powercut/dmlog"
 )
 
 // Partition numbers of the fixed layout (docs/architecture.md).
@@ -44,7 +45,7 @@ type Marker struct {
 
 // Config is what a Checker needs.
 type Config struct {
-	Log *Log
+	Log *dmlog.Log
 	// Base is the disk image before the recorded run, Size its size.
 	Base io.ReaderAt
 	Size int64
@@ -476,6 +477,9 @@ func (c *Checker) checkOne(ctx context.Context, s CrashState) (*Result, error) {
 	dr, err := c.dataResult(ctx, v, top, data)
 	if err != nil {
 		return nil, err
+	}
+	if dr.Mount != "" {
+		r.fail("data mount", "Linux 6.1 refuses to mount the data partition (%s): the initramfs fails to mount /data and reboots, forever", dr.Mount)
 	}
 	if dr.Fsck != "" {
 		r.fail("data fsck", "%s", dr.Fsck)

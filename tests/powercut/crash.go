@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+
+	"github.com/bulkhead-os/bulkhead/tests/powercut/dmlog"
 )
 
 // Kind says how a crash state came about.
@@ -105,7 +107,7 @@ type Epoch struct {
 // Epochs splits the log at its flushes. A FUA write is durable on its own
 // but does not order the writes before it, so it stays in its epoch (and
 // is in every state after it).
-func Epochs(l *Log) []Epoch {
+func Epochs(l *dmlog.Log) []Epoch {
 	var out []Epoch
 	cur := Epoch{Flush: -1}
 	for _, e := range l.Entries {
@@ -130,7 +132,7 @@ func Epochs(l *Log) []Epoch {
 // write, after every write (KindPrefix), the subsets of every epoch's
 // writes (KindSubset; all of them or a sample, see EnumOptions) and every
 // write torn at sector boundaries (KindTorn). States come in log order.
-func Enumerate(l *Log, o EnumOptions) []CrashState {
+func Enumerate(l *dmlog.Log, o EnumOptions) []CrashState {
 	rng := rand.New(rand.NewPCG(o.Seed, 0x706f7765726375))
 	out := []CrashState{{Kind: KindPrefix, Torn: -1, Cut: -1}}
 	for _, ep := range Epochs(l) {
@@ -173,7 +175,7 @@ func tearPoints(n uint64, o EnumOptions, rng *rand.Rand) []uint64 {
 }
 
 // subsets returns the KindSubset states of one epoch.
-func subsets(l *Log, ep Epoch, o EnumOptions, rng *rand.Rand) []CrashState {
+func subsets(l *dmlog.Log, ep Epoch, o EnumOptions, rng *rand.Rand) []CrashState {
 	// FUA writes reached the medium once they completed.
 	var opt, fua []int
 	for _, i := range ep.Writes {

@@ -20,6 +20,9 @@ import (
 // DataResult is what the data partition of a crash state holds, as the
 // device would find it after mounting it (the mount replays the journal).
 type DataResult struct {
+	// Mount says why the device's kernel would refuse to mount the
+	// partition ("" if it would mount it): see kernelRefusesJournal.
+	Mount string
 	// Replay is e2fsck's output of the journal replay ("" if none was
 	// needed).
 	Replay string
@@ -93,6 +96,13 @@ func checkDataFile(ctx context.Context, gz, dir string) (*DataResult, error) {
 func checkImage(ctx context.Context, img, dir string, tm *timing) (*DataResult, error) {
 	res := &DataResult{}
 	t0 := time.Now()
+	why, err := kernelRefusesJournal(img)
+	if err != nil {
+		return nil, err
+	}
+	res.Mount = why
+	tm.add("jbd2 scan", t0)
+	t0 = time.Now()
 
 	// What the kernel does at mount: replay a journal that needs it.
 	out, code, err := run(ctx, "e2fsck", "-E", "journal_only", "-p", img)

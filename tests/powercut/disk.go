@@ -8,6 +8,8 @@ import (
 	"sort"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bulkhead-os/bulkhead/tests/powercut/dmlog"
 )
 
 // extent says that disk sectors [start, end) hold the data of one logged
@@ -22,7 +24,7 @@ type extent struct {
 type overlay struct{ ext []extent }
 
 // apply lays the first n sectors of e over the overlay.
-func (o *overlay) apply(e Entry, n uint64) {
+func (o *overlay) apply(e dmlog.Entry, n uint64) {
 	if n == 0 {
 		return
 	}
@@ -57,7 +59,7 @@ func (o *overlay) within(from, to uint64, fn func(x extent) error) error {
 // View is the disk of one crash state: the image before the run with
 // layers of logged writes over it, read like a disk.
 type View struct {
-	log    *Log
+	log    *dmlog.Log
 	base   io.ReaderAt
 	size   int64
 	layers []*overlay // bottom first
@@ -94,11 +96,7 @@ func (v *View) ReadAt(p []byte, off int64) (int, error) {
 			// Byte range of the extent, clipped to p.
 			bs := max(int64(x.start)*ss, off)
 			be := min(int64(x.end)*ss, off+int64(len(p)))
-			src := e.Offset + ss + bs - int64(e.Sector)*ss
-			if _, err := v.log.r.ReadAt(p[bs-off:be-off], src); err != nil {
-				return fmt.Errorf("read log entry %s: %w", e, err)
-			}
-			return nil
+			return v.log.ReadData(e, bs-int64(e.Sector)*ss, p[bs-off:be-off])
 		})
 		if err != nil {
 			return 0, err
@@ -130,8 +128,8 @@ func (v *View) CopyRange(w io.WriterAt, woff, off, n int64) error {
 			e := v.log.Entries[x.entry]
 			bs, be := max(int64(x.start)*ss, off), min(int64(x.end)*ss, off+n)
 			buf := make([]byte, be-bs)
-			if _, err := v.log.r.ReadAt(buf, e.Offset+ss+bs-int64(e.Sector)*ss); err != nil {
-				return fmt.Errorf("read log entry %s: %w", e, err)
+			if err := v.log.ReadData(e, bs-int64(e.Sector)*ss, buf); err != nil {
+				return err
 			}
 			_, err := w.WriteAt(buf, woff+bs-off)
 			return err
@@ -225,7 +223,7 @@ func isZero(b []byte) bool {
 // Snapshot is a view's disk in a form that outlives the Checker that made
 // it: the changes over the base image.
 type Snapshot struct {
-	log    *Log
+	log    *dmlog.Log
 	layers [][]extent
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/bulkhead-os/bulkhead/supervisor/bundle"
+	"github.com/bulkhead-os/bulkhead/tests/powercut/dmlog"
 )
 
 // DiskCheck describes a disk image to check as it stands: the disk of a
@@ -37,7 +38,7 @@ func CheckDisk(ctx context.Context, o DiskCheck) (*Result, error) {
 		return nil, err
 	}
 	c, err := NewChecker(Config{
-		Log: &Log{SectorSize: 512, r: f}, Base: f, Size: fi.Size(), Bootstate: bs, Images: o.Images,
+		Log: dmlog.Empty(512), Base: f, Size: fi.Size(), Bootstate: bs, Images: o.Images,
 		Markers: []Marker{{Offset: 0, Synced: o.Synced, Phase: "after the cut"}},
 		Board:   o.Board, Release: o.Release, ScratchDir: o.ScratchDir, Workers: 1,
 	})

@@ -18,6 +18,9 @@
 //     bootloader.Decide picks a slot;
 //   - that slot holds, byte for byte, the slot image the build produced (and
 //     whose SHA-256 the bundle manifest signs);
+//   - the device's kernel (Debian bookworm's Linux 6.1) would mount the data
+//     partition: its jbd2 refuses a journal whose commit block is torn,
+//     which e2fsck accepts (jbd2.go);
 //   - the data partition, after the journal replay every mount does, passes
 //     e2fsck -fn, and every record the test workload fsync'd before the cut
 //     is there, intact;

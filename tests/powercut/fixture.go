@@ -93,7 +93,7 @@ func (c *Checker) Fixture(ctx context.Context, r *Result, dir string) (*Fixture,
 	f.StateJSON, f.Absent = string(dr.StateJSON), dr.StateJSON == nil
 	dataFailed := false
 	for _, x := range r.Findings {
-		dataFailed = dataFailed || x.Check == "data fsck" || x.Check == "workload"
+		dataFailed = dataFailed || x.Check == "data mount" || x.Check == "data fsck" || x.Check == "workload"
 	}
 	if dataFailed {
 		f.Data = fixtureFile(r.Name) + ".data.gz"
@@ -172,6 +172,9 @@ func (f *Fixture) Run(ctx context.Context, dir, scratch string) (*Result, error)
 		dr, err := checkDataFile(ctx, filepath.Join(dir, f.Data), scratch)
 		if err != nil {
 			return nil, err
+		}
+		if dr.Mount != "" {
+			r.fail("data mount", "Linux 6.1 refuses to mount the data partition (%s)", dr.Mount)
 		}
 		if dr.Fsck != "" {
 			r.fail("data fsck", "%s", dr.Fsck)

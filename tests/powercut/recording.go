@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/bulkhead-os/bulkhead/supervisor/bundle"
+	"github.com/bulkhead-os/bulkhead/tests/powercut/dmlog"
 )
 
 // Recording is a recorded run kept on disk (BULKHEAD_TORTURE_KEEP of the
@@ -61,7 +62,7 @@ func LoadRecording(dir string) (*Recording, error) {
 
 // Open opens the recording's files and returns a Checker for it; close
 // the Checker and call done when finished.
-func (r *Recording) Open(scratch string, workers int) (c *Checker, log *Log, done func(), err error) {
+func (r *Recording) Open(scratch string, workers int) (c *Checker, log *dmlog.Log, done func(), err error) {
 	lf, err := os.Open(r.Log)
 	if err != nil {
 		return nil, nil, nil, err
@@ -72,7 +73,7 @@ func (r *Recording) Open(scratch string, workers int) (c *Checker, log *Log, don
 		return nil, nil, nil, err
 	}
 	done = func() { lf.Close(); bf.Close() }
-	fail := func(err error) (*Checker, *Log, func(), error) {
+	fail := func(err error) (*Checker, *dmlog.Log, func(), error) {
 		done()
 		return nil, nil, nil, err
 	}
@@ -84,7 +85,7 @@ func (r *Recording) Open(scratch string, workers int) (c *Checker, log *Log, don
 	if err != nil {
 		return fail(err)
 	}
-	if log, err = ParseLog(lf, lfi.Size()); err != nil {
+	if log, err = dmlog.ParseLog(lf, lfi.Size()); err != nil {
 		return fail(err)
 	}
 	bs, err := FindBootstate(bf, bfi.Size())

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/bulkhead-os/bulkhead/bootloader"
+	"github.com/bulkhead-os/bulkhead/tests/powercut/dmlog"
 )
 
 // SlotImage is a content a root slot may hold: a slot image of the build
@@ -135,7 +136,7 @@ func (t *tracker) compare(data []byte, from, to uint64, ss int, fn func(uint64, 
 }
 
 // apply updates the base's differences for the first n sectors of e.
-func (t *tracker) apply(l *Log, e Entry, n uint64) error {
+func (t *tracker) apply(l *dmlog.Log, e dmlog.Entry, n uint64) error {
 	from, to, ok := t.clip(e.Sector, e.Sector+n)
 	if !ok {
 		return nil
@@ -150,7 +151,7 @@ func (t *tracker) apply(l *Log, e Entry, n uint64) error {
 
 // differing returns how many sectors differ with the top overlay laid over
 // the base.
-func (t *tracker) differing(l *Log, top *overlay) (int, error) {
+func (t *tracker) differing(l *dmlog.Log, top *overlay) (int, error) {
 	count := t.count
 	err := top.within(t.start, t.start+t.n, func(x extent) error {
 		e := l.Entries[x.entry]

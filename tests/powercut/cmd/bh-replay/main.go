@@ -26,19 +26,20 @@ func main() {
 	workers := flag.Int("workers", 2, "states checked in parallel")
 	fixtures := flag.String("fixtures", "", "keep a fixture of every failing state here")
 	verbose := flag.Bool("v", false, "print every state")
+	only := flag.String("state", "", "check only the crash state of this name (as reports print it)")
 	dump := flag.String("dump", "", "write the data partition of every checked state (before the journal replay) into this directory")
 	flag.Parse()
 	if *dir == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*dir, *full, *states, *seed, *workers, *fixtures, *dump, *verbose); err != nil {
+	if err := run(*dir, *full, *states, *seed, *workers, *fixtures, *dump, *only, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "bh-replay:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, full bool, n int, seed uint64, workers int, fixtures, dump string, verbose bool) error {
+func run(dir string, full bool, n int, seed uint64, workers int, fixtures, dump, only string, verbose bool) error {
 	rec, err := powercut.LoadRecording(dir)
 	if err != nil {
 		return err
@@ -72,7 +73,18 @@ func run(dir string, full bool, n int, seed uint64, workers int, fixtures, dump 
 	o.Seed = seed
 	all := powercut.Enumerate(log, o)
 	list := all
-	if !full && n > 0 {
+	switch {
+	case only != "":
+		list = nil
+		for _, s := range all {
+			if s.Name() == only {
+				list = append(list, s)
+			}
+		}
+		if len(list) == 0 {
+			return fmt.Errorf("no crash state %q in the enumeration (the same -full and -seed as the run that printed it?)", only)
+		}
+	case !full && n > 0:
 		list = powercut.Sample(all, n, seed, nil, c.Phase)
 	}
 	fmt.Printf("%s: %d log entries, %d crash states enumerated, checking %d (seed %d)\n", rec.Board, len(log.Entries), len(all), len(list), seed)

@@ -1,4 +1,8 @@
-package powercut
+// Package dmlog reads the dm-log-writes format: the write log of Linux's
+// dm-log-writes target and of QEMU's blklogwrites block driver, which the
+// power-cut tests put between a guest and its disk (tests/powercut). It
+// owns the format only: what the writes mean is package powercut's.
+package dmlog
 
 import (
 	"encoding/binary"
@@ -217,6 +221,21 @@ func (l *Log) Data(e Entry, from, to uint64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// ReadData reads len(p) bytes of a write's data, from byte off of it.
+func (l *Log) ReadData(e Entry, off int64, p []byte) error {
+	ss := int64(l.SectorSize)
+	if !e.IsWrite() || off < 0 || off+int64(len(p)) > int64(e.Sectors)*ss {
+		return fmt.Errorf("entry %s: no data bytes [%d, %d)", e, off, off+int64(len(p)))
+	}
+	if _, err := l.r.ReadAt(p, e.Offset+ss+off); err != nil {
+		return fmt.Errorf("entry %s: read data: %w", e, err)
+	}
+	return nil
+}
+
+// Empty returns a log without entries, for checking a disk as it stands.
+func Empty(sectorSize int) *Log { return &Log{SectorSize: sectorSize} }
 
 // Mark returns a mark entry's text.
 func (l *Log) Mark(e Entry) (string, error) {
