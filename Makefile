@@ -64,7 +64,7 @@ test: deps-test go-check
 # report in build/torture/ (figures for docs/safety.md). Takes hours.
 torture: deps-test go-check
 	BULKHEAD_TORTURE=full BULKHEAD_TORTURE_REPORT=build/torture/report.md $(GO) test -count=1 -v -timeout 720m -run '^TestPowerCut$$|^TestRegressionFixtures$$' ./tests/ ./tests/powercut/
-	$(GO) test -run '^$$' -fuzz FuzzParseLog -fuzztime 2m ./tests/powercut/
+	$(GO) test -run '^$$' -fuzz FuzzParseLog -fuzztime 2m -fuzzminimizetime 5s ./tests/powercut/dmlog/
 
 bench: deps-test $(BUILDER)
 	$(BUILDER) image -board raspberrypi3 -no-xz -version bench-warmup   # downloads, so the figures exclude them

@@ -462,7 +462,9 @@ func randomBytes(t *testing.T, n int) []byte {
 	return b
 }
 
-// bootVM is one QEMU machine with a cursor into its console.
+// bootVM is one QEMU machine with a cursor into its console. Its methods
+// report failures on t: a subtest that uses the machine sets t to itself
+// first.
 type bootVM struct {
 	t    *testing.T
 	name string

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"regexp"
 	"slices"
 	"testing"
 	"time"
@@ -90,6 +91,7 @@ func TestBootScriptsDecideLikeTheModel(t *testing.T) {
 			d.writeSlot(t, slotB, "/dev/null")
 			for _, c := range scriptCases {
 				t.Run(c.name, func(t *testing.T) {
+					v.t = t
 					for i, cs := range []copySpec{c.a, c.b} {
 						enc, err := d.codec.Encode(cs.st)
 						if err != nil {
@@ -123,6 +125,7 @@ func TestBootScriptsDecideLikeTheModel(t *testing.T) {
 					v.start()
 					gotSlot, gotTrial, gotSeq := v.decision(3 * time.Minute)
 					v.wait(neitherRE, 3*time.Minute)
+					v.wait(startOverRE, time.Minute)
 					v.stop()
 					if gotSlot != boot || gotTrial != trial || gotSeq != seq {
 						t.Errorf("the %s script booted slot=%s trial=%v seq=%d; the model (state %s from copy %s) says slot=%s trial=%v seq=%d",
@@ -159,6 +162,32 @@ func TestBootScriptsDecideLikeTheModel(t *testing.T) {
 					}
 				})
 			}
+			t.Run("with neither slot loadable the board starts over, writing nothing", func(t *testing.T) {
+				// Never U-Boot's other boot sources (USB, DHCP/TFTP) or
+				// GRUB's prompt: the script resets the board after a pause.
+				v.t = t
+				copyA, copyB, err := bootloader.Initial(d.codec, slotA)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d.writeAt(t, d.bs.OffA, copyA)
+				d.writeAt(t, d.bs.OffB, copyB)
+				before := d.snapshot(t)
+				v.start()
+				v.wait(neitherRE, 3*time.Minute)
+				v.wait(startOverRE, time.Minute)
+				v.wait(scriptRE, 3*time.Minute)
+				v.expectDecision(slotA, false, 1)
+				v.wait(neitherRE, 3*time.Minute)
+				v.stop()
+				if changed := before.changed(d.snapshot(t)); len(changed) > 0 {
+					t.Errorf("%v changed", changed)
+				}
+			})
 		})
 	}
 }
+
+// startOverRE is what the boot scripts print before they reset the board
+// because neither slot could be booted.
+var startOverRE = regexp.MustCompile(`bulkhead: (resetting|rebooting) in [0-9]+ seconds`)

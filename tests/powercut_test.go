@@ -28,6 +28,7 @@ import (
 	"github.com/bulkhead-os/bulkhead/supervisor/api"
 	"github.com/bulkhead-os/bulkhead/supervisor/updater"
 	"github.com/bulkhead-os/bulkhead/tests/powercut"
+	"github.com/bulkhead-os/bulkhead/tests/powercut/dmlog"
 )
 
 // pcBoards are the boards whose updates the tests record: one GRUB board,
@@ -266,7 +267,7 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode, kills int) {
 
 // pcReplay checks the crash states of a recording and returns the ones to
 // boot. It reports failures with t.Error (it runs in a goroutine).
-func pcReplay(t *testing.T, img *pcImage, c *powercut.Checker, log *powercut.Log, mode pcMode) []pcBootState {
+func pcReplay(t *testing.T, img *pcImage, c *powercut.Checker, log *dmlog.Log, mode pcMode) []pcBootState {
 	name := img.board.Name
 	figs := pcRun.board(name)
 	start := time.Now()
@@ -383,7 +384,7 @@ func pcFindings(r *powercut.Result) string {
 }
 
 // pcBootStateEntries returns the entries that write a boot-state copy.
-func pcBootStateEntries(l *powercut.Log, bs bootloader.Bootstate) map[int]bool {
+func pcBootStateEntries(l *dmlog.Log, bs bootloader.Bootstate) map[int]bool {
 	out := map[int]bool{}
 	ss := int64(l.SectorSize)
 	for _, e := range l.Entries {

@@ -5,7 +5,7 @@
 //
 // The input is what the guest kernel really sent to its disk during a
 // recorded run in QEMU: the disk image before the run and the write log of
-// QEMU's blklogwrites driver (dm-log-writes format, see ParseLog). From
+// QEMU's blklogwrites driver (dm-log-writes format, package dmlog). From
 // them the package rebuilds the disk as it stood after every logged write
 // and, between two flushes, as it may have stood after a cut: any subset of
 // the writes the device had not yet been told to make durable, and the last
