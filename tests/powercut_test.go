@@ -8,7 +8,10 @@ package tests
 //
 // `make test` runs a sample; BULKHEAD_TORTURE=full (`make torture`) runs the
 // full enumeration and 100+ cuts, and BULKHEAD_TORTURE_REPORT names the
-// report file. BULKHEAD_TORTURE_SEED replays a run.
+// report file. BULKHEAD_TORTURE_SEED replays a run's choices;
+// BULKHEAD_TORTURE_KEEP=<dir> keeps the recordings for
+// tests/powercut/cmd/bh-replay. docs/safety.md ("Power-cut torture") has
+// the method and the figures.
 
 import (
 	"context"
@@ -17,6 +20,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,6 +72,10 @@ func pcModeFromEnv(t *testing.T) pcMode {
 	return m
 }
 
+// pcReadyOrFatalRE matches PID 1's ready line or the initramfs's last
+// line before it reboots on a fatal error.
+var pcReadyOrFatalRE = regexp.MustCompile(`(?m)^bulkhead: ready version=(\S+) slot=([ab]) board=(\S+) trial=([01])\r?$|bulkhead: initramfs: rebooting in`)
+
 // pcSeed is the seed of this test binary's run unless
 // BULKHEAD_TORTURE_SEED gives one.
 var pcSeed = uint64(time.Now().UnixNano())
@@ -94,6 +102,8 @@ type pcBoardFigs struct {
 	ByPhase        map[string]int   `json:"crash_states_by_phase"`
 	Outcomes       map[string]int   `json:"supervisor_resume"`
 	DataChecks     int              `json:"data_partition_checks"`
+	FailedStates   int              `json:"crash_states_failed"`
+	FailedByCheck  map[string]int   `json:"crash_states_failed_by_check"`
 	Booted         int              `json:"states_booted"`
 	Kills          int              `json:"kills"`
 	KillPhases     map[string]int   `json:"kills_by_phase"`
@@ -285,7 +295,11 @@ func pcReplay(t *testing.T, img *pcImage, c *powercut.Checker, log *dmlog.Log, m
 		pcRun.fail(t, name, "write log: %s", f.Detail)
 	}
 
-	all := powercut.Enumerate(log, mode.Enum)
+	enum := mode.Enum
+	if mode.Full {
+		enum.Focus = c.OutsideData
+	}
+	all := powercut.Enumerate(log, enum)
 	figs.Enumerated = len(all)
 	states := all
 	if !mode.Full {
@@ -337,7 +351,17 @@ func pcReplay(t *testing.T, img *pcImage, c *powercut.Checker, log *dmlog.Log, m
 		t.Error(err)
 		return nil
 	}
-	figs.Checked, figs.DataChecks = rep.Checked, int(rep.Stats["data_checks"])
+	figs.Checked, figs.DataChecks, figs.FailedStates = rep.Checked, int(rep.Stats["data_checks"]), rep.Failed
+	figs.FailedByCheck = map[string]int{}
+	for _, r := range rep.Failures {
+		seen := map[string]bool{}
+		for _, f := range r.Findings {
+			if !seen[f.Check] {
+				seen[f.Check] = true
+				figs.FailedByCheck[f.Check]++
+			}
+		}
+	}
 	figs.ByKind, figs.ByPhase, figs.Outcomes = map[string]int{}, rep.ByPhase, rep.Outcomes
 	for k, n := range rep.ByKind {
 		figs.ByKind[string(k)] = n
@@ -466,7 +490,18 @@ func pcBootCrashState(t *testing.T, img *pcImage, rec *powercut.Recording, b pcB
 	}
 	d := pcNewDevice(t, img, pcOptions{Disk: disk, InPlace: true})
 	d.Start()
-	slot, trial, _, _ := d.WaitReady(0, 8*time.Minute)
+	// The ready line, or the initramfs giving up (it reboots, forever).
+	line, _, err := d.m.Wait(d.ctx, pcReadyOrFatalRE, 0, 8*time.Minute)
+	if err != nil {
+		d.fatal("crash state %s: no ready line: %v", r.Name, err)
+	}
+	if !readyRE.MatchString(line) {
+		pcRun.fail(t, img.board.Name, "crash state %s: the machine does not boot: %q (offline: %s)\n%s", r.Name, line, pcFindings(r), pcTail(d.m.Log(), 40))
+		d.Cut()
+		return
+	}
+	m := readyRE.FindStringSubmatch(line)
+	slot, trial := m[2], m[4] == "1"
 	if slot != string(r.Boot) || trial != r.Trial {
 		pcRun.fail(t, img.board.Name, "crash state %s: booted slot %s trial=%v, the bootloader model said %s trial=%v", r.Name, slot, trial, r.Boot, r.Trial)
 	}
@@ -535,7 +570,8 @@ func pcWriteReport(t *testing.T) {
 		fmt.Fprintf(&b, "| recorded run (flash, first boot, update, trial, commit, reboot) | %s |\n", f.RecordDuration)
 		fmt.Fprintf(&b, "| log entries / flushes | %d / %d |\n", f.LogEntries, f.Flushes)
 		fmt.Fprintf(&b, "| writes by region | %s |\n", pcMap(f.LogWrites))
-		fmt.Fprintf(&b, "| crash states enumerated / checked offline | %d / %d |\n", f.Enumerated, f.Checked)
+		fmt.Fprintf(&b, "| crash states enumerated / checked offline / failed | %d / %d / %d |\n", f.Enumerated, f.Checked, f.FailedStates)
+		fmt.Fprintf(&b, "| failed states by check | %s |\n", pcMap(f.FailedByCheck))
 		fmt.Fprintf(&b, "| by kind | %s |\n", pcMap(f.ByKind))
 		fmt.Fprintf(&b, "| by phase | %s |\n", pcMap(f.ByPhase))
 		fmt.Fprintf(&b, "| data partition checks (distinct contents) | %d |\n", f.DataChecks)

@@ -52,6 +52,12 @@ type trialBoard struct {
 //     reset by the watchdog, counted, and given up the same way.
 //
 // Throughout, committed slot b is never written (invariant 1).
+//
+// Step 1's trial starts where an install leaves it (docs/update-protocol.md,
+// section 3): slot b holds the image, the supervisor's state file says
+// ready-to-reboot, and StartTrial(b, 3) is on disk. The test writes these
+// on the host, because streaming and verifying a 1 GiB slot on an emulated
+// CPU takes minutes; the supervisor commits only a trial it armed.
 func TestTrialBootsFallBackOrCommit(t *testing.T) {
 	t.Parallel() // its machines share the CPUs with the other boot-state test
 	for _, tb := range []trialBoard{

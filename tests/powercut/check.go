@@ -189,6 +189,15 @@ func NewChecker(cfg Config) (*Checker, error) {
 	return c, nil
 }
 
+// OutsideData reports a write that touches anything but the data
+// partition (as the image had it, grown to the end of the disk, without
+// the backup GPT in the last 33 sectors): the Focus of EnumOptions.
+func (c *Checker) OutsideData(e dmlog.Entry) bool {
+	from := uint64(c.parts[partData].Start) / uint64(c.ss)
+	to := uint64(c.cfg.Size)/uint64(c.ss) - 33
+	return e.Sector < from || e.Sector+e.Sectors > to
+}
+
 // Bootstate is the layout of the boot-state copies.
 func (c *Checker) Bootstate() bootloader.Bootstate { return c.cfg.Bootstate }
 

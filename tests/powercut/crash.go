@@ -82,6 +82,15 @@ type EnumOptions struct {
 	// the last, and spread between).
 	TearAll     uint64
 	TearSampled int
+	// Focus, if set, names the writes that get all of the above; the
+	// others are torn at FocusOff.TearSampled boundaries only, and their
+	// epochs (when no focused write is in them) get FocusOff's subsets.
+	// The power-cut tests focus on everything but the data partition,
+	// whose writes are ten thousand small ext4 blocks.
+	Focus    func(dmlog.Entry) bool
+	FocusOff struct {
+		Exhaustive, Sampled, TearSampled int
+	}
 	// Seed makes the sampling repeatable.
 	Seed uint64
 }
@@ -89,8 +98,11 @@ type EnumOptions struct {
 // FullEnum is the enumeration of `make torture`: every subset of up to 8
 // unflushed writes (32 random ones and the 32 "all but one" beyond),
 // every 512-byte boundary of writes up to 4 KiB (an ext4 block, a U-Boot
-// boot-state copy), 16 boundaries of longer writes.
-var FullEnum = EnumOptions{Exhaustive: 8, Sampled: 32, TearAll: 7, TearSampled: 16}
+// boot-state copy), 16 boundaries of longer writes; for the writes out of
+// Focus (set by the caller), all subsets of up to 2 writes or 2 random
+// ones, and 2 boundaries (only the first sector, all but the last).
+var FullEnum = EnumOptions{Exhaustive: 8, Sampled: 32, TearAll: 7, TearSampled: 16,
+	FocusOff: struct{ Exhaustive, Sampled, TearSampled int }{2, 2, 2}}
 
 // Epoch is the writes between two flushes.
 type Epoch struct {
@@ -135,16 +147,29 @@ func Epochs(l *dmlog.Log) []Epoch {
 func Enumerate(l *dmlog.Log, o EnumOptions) []CrashState {
 	rng := rand.New(rand.NewPCG(o.Seed, 0x706f7765726375))
 	out := []CrashState{{Kind: KindPrefix, Torn: -1, Cut: -1}}
+	off := o
+	off.Exhaustive, off.Sampled, off.TearAll, off.TearSampled = o.FocusOff.Exhaustive, o.FocusOff.Sampled, 0, o.FocusOff.TearSampled
 	for _, ep := range Epochs(l) {
 		w := ep.Writes
+		focused := o.Focus == nil
 		for j := range w {
 			out = append(out, CrashState{Kind: KindPrefix, Epoch: ep.Index, Durable: ep.Durable, Extra: w[:j+1], Torn: -1, Cut: w[j]})
 			e := l.Entries[w[j]]
-			for _, t := range tearPoints(e.Sectors, o, rng) {
+			eo := o
+			if o.Focus != nil && !o.Focus(e) {
+				eo = off
+			} else {
+				focused = true
+			}
+			for _, t := range tearPoints(e.Sectors, eo, rng) {
 				out = append(out, CrashState{Kind: KindTorn, Epoch: ep.Index, Durable: ep.Durable, Extra: w[:j], Torn: w[j], TornSectors: t, Cut: w[j]})
 			}
 		}
-		out = append(out, subsets(l, ep, o, rng)...)
+		if focused {
+			out = append(out, subsets(l, ep, o, rng)...)
+		} else {
+			out = append(out, subsets(l, ep, off, rng)...)
+		}
 	}
 	return out
 }
@@ -153,6 +178,9 @@ func Enumerate(l *dmlog.Log, o EnumOptions) []CrashState {
 // torn.
 func tearPoints(n uint64, o EnumOptions, rng *rand.Rand) []uint64 {
 	if n < 2 {
+		return nil
+	}
+	if o.TearSampled <= 0 && o.TearAll == 0 {
 		return nil
 	}
 	if n-1 <= o.TearAll {

@@ -69,6 +69,7 @@ func run(dir string, full bool, n int, seed uint64, workers int, fixtures, dump,
 	o := powercut.EnumOptions{Exhaustive: 4, Sampled: 4, TearAll: 8, TearSampled: 4}
 	if full {
 		o = powercut.FullEnum
+		o.Focus = c.OutsideData
 	}
 	o.Seed = seed
 	all := powercut.Enumerate(log, o)
