@@ -103,6 +103,7 @@ type pcBoardFigs struct {
 	Outcomes       map[string]int   `json:"supervisor_resume"`
 	DataChecks     int              `json:"data_partition_checks"`
 	FailedStates   int              `json:"crash_states_failed"`
+	Repaired       int              `json:"crash_states_journal_repaired"`
 	FailedByCheck  map[string]int   `json:"crash_states_failed_by_check"`
 	Booted         int              `json:"states_booted"`
 	Kills          int              `json:"kills"`
@@ -314,6 +315,7 @@ func pcReplay(t *testing.T, img *pcImage, c *powercut.Checker, log *dmlog.Log, m
 	done := 0
 	fixtures := ""
 	saved := map[string]bool{}
+	repairBooted := false
 	rep, err := c.Check(context.Background(), states, func(r *powercut.Result) {
 		done++
 		if mode.Full && done%5000 == 0 {
@@ -338,6 +340,11 @@ func pcReplay(t *testing.T, img *pcImage, c *powercut.Checker, log *dmlog.Log, m
 				}
 			}
 		}
+		// The first state whose data partition needs the initramfs's
+		// journal repair is booted too: the real kernel must mount it.
+		if !r.Failed() && r.Repaired != 0 && !repairBooted {
+			repairBooted, boot[r.Name] = true, true
+		}
 		if boot[r.Name] {
 			v, err := c.View(r.State)
 			if err != nil {
@@ -351,7 +358,7 @@ func pcReplay(t *testing.T, img *pcImage, c *powercut.Checker, log *dmlog.Log, m
 		t.Error(err)
 		return nil
 	}
-	figs.Checked, figs.DataChecks, figs.FailedStates = rep.Checked, int(rep.Stats["data_checks"]), rep.Failed
+	figs.Checked, figs.DataChecks, figs.FailedStates, figs.Repaired = rep.Checked, int(rep.Stats["data_checks"]), rep.Failed, rep.Repaired
 	figs.FailedByCheck = map[string]int{}
 	for _, r := range rep.Failures {
 		seen := map[string]bool{}
@@ -473,8 +480,8 @@ type pcBootState struct {
 // back the update on its own.
 func pcBootCrashState(t *testing.T, img *pcImage, rec *powercut.Recording, b pcBootState) {
 	r := b.res
-	t.Logf("%s: booting crash state %s (phase %q: boot state %s, boots %s trial=%v, update %s, workload record %d)",
-		img.board.Name, r.Name, r.Phase, r.BootState, r.Boot, r.Trial, r.UpdateBefore, r.Synced)
+	t.Logf("%s: booting crash state %s (phase %q: boot state %s, boots %s trial=%v, update %s, workload record %d, torn journal commit %d)",
+		img.board.Name, r.Name, r.Phase, r.BootState, r.Boot, r.Trial, r.UpdateBefore, r.Synced, r.Repaired)
 	disk := filepath.Join(t.TempDir(), "crash.img")
 	if err := pcCopy(rec.Base, disk); err != nil {
 		t.Fatal(err)
@@ -504,6 +511,9 @@ func pcBootCrashState(t *testing.T, img *pcImage, rec *powercut.Recording, b pcB
 	slot, trial := m[2], m[4] == "1"
 	if slot != string(r.Boot) || trial != r.Trial {
 		pcRun.fail(t, img.board.Name, "crash state %s: booted slot %s trial=%v, the bootloader model said %s trial=%v", r.Name, slot, trial, r.Boot, r.Trial)
+	}
+	if r.Repaired != 0 && !strings.Contains(d.m.Log(), "dropped the torn commit") {
+		pcRun.fail(t, img.board.Name, "crash state %s: the offline check dropped the torn commit of transaction %d, the initramfs did not say it did:\n%s", r.Name, r.Repaired, pcTail(d.m.Log(), 40))
 	}
 	st, ok := d.Settle(20 * time.Minute)
 	if !ok {
@@ -575,6 +585,7 @@ func pcWriteReport(t *testing.T) {
 		fmt.Fprintf(&b, "| by kind | %s |\n", pcMap(f.ByKind))
 		fmt.Fprintf(&b, "| by phase | %s |\n", pcMap(f.ByPhase))
 		fmt.Fprintf(&b, "| data partition checks (distinct contents) | %d |\n", f.DataChecks)
+		fmt.Fprintf(&b, "| states whose torn journal commit the initramfs drops | %d |\n", f.Repaired)
 		fmt.Fprintf(&b, "| supervisor resume (before -> after) | %s |\n", pcMap(f.Outcomes))
 		fmt.Fprintf(&b, "| replay duration | %s |\n", f.ReplayDuration)
 		fmt.Fprintf(&b, "| crash states booted | %d (%s) |\n", f.Booted, f.BootDuration)

@@ -83,6 +83,9 @@ type Result struct {
 	Image string `json:"image,omitempty"`
 	// Synced is the workload record the state must hold.
 	Synced uint64 `json:"synced"`
+	// Repaired is the transaction whose torn commit block the initramfs
+	// drops to mount the data partition (0 if none).
+	Repaired uint32 `json:"repaired,omitempty"`
 	// Update is the supervisor's phase before and after its Resume.
 	UpdateBefore updater.Phase `json:"update_before,omitempty"`
 	UpdateAfter  updater.Phase `json:"update_after,omitempty"`
@@ -305,8 +308,11 @@ func chain(h [32]byte, idx int, n uint64) [32]byte {
 
 // Report sums up a run of checks.
 type Report struct {
-	Checked  int              `json:"checked"`
-	Failed   int              `json:"failed"`
+	Checked int `json:"checked"`
+	Failed  int `json:"failed"`
+	// Repaired counts the states whose data partition mounts only after
+	// the initramfs drops a torn journal commit block.
+	Repaired int              `json:"repaired"`
 	ByKind   map[Kind]int     `json:"by_kind"`
 	ByPhase  map[string]int   `json:"by_phase"`
 	Failures []*Result        `json:"failures,omitempty"`
@@ -367,6 +373,9 @@ func (c *Checker) Check(ctx context.Context, states []CrashState, progress func(
 
 func (rep *Report) add(r *Result) {
 	rep.Checked++
+	if r.Repaired != 0 {
+		rep.Repaired++
+	}
 	rep.ByKind[r.State.Kind]++
 	rep.ByPhase[r.Phase]++
 	rep.Boots[fmt.Sprintf("%s trial=%v image=%s", r.Boot, r.Trial, r.Image)]++
@@ -487,6 +496,7 @@ func (c *Checker) checkOne(ctx context.Context, s CrashState) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.Repaired = dr.Repaired
 	if dr.Mount != "" {
 		r.fail("data mount", "Linux 6.1 refuses to mount the data partition (%s): the initramfs fails to mount /data and reboots, forever", dr.Mount)
 	}

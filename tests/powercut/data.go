@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bulkhead-os/bulkhead/rootfs/jbd2"
 	"github.com/bulkhead-os/bulkhead/tests/powercut/workload"
 )
 
@@ -21,8 +22,12 @@ import (
 // device would find it after mounting it (the mount replays the journal).
 type DataResult struct {
 	// Mount says why the device's kernel would refuse to mount the
-	// partition ("" if it would mount it): see kernelRefusesJournal.
+	// partition even after the initramfs's repair ("" if it mounts it):
+	// see rootfs/jbd2.
 	Mount string
+	// Repaired is the transaction whose torn commit block the initramfs
+	// drops before the mount succeeds (0 if none).
+	Repaired uint32
 	// Replay is e2fsck's output of the journal replay ("" if none was
 	// needed).
 	Replay string
@@ -96,11 +101,22 @@ func checkDataFile(ctx context.Context, gz, dir string) (*DataResult, error) {
 func checkImage(ctx context.Context, img, dir string, tm *timing) (*DataResult, error) {
 	res := &DataResult{}
 	t0 := time.Now()
-	why, err := kernelRefusesJournal(img)
+	// What the initramfs does: mount; if Linux 6.1 refuses a torn commit
+	// block, drop it with the product's jbd2.Repair and mount again.
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
-	res.Mount = why
+	v, wrote, err := jbd2.Repair(f)
+	if err == nil && wrote {
+		res.Repaired = v.Seq
+		v, err = jbd2.Check(f)
+	}
+	f.Close()
+	if err != nil {
+		return nil, err
+	}
+	res.Mount = v.Refusal
 	tm.add("jbd2 scan", t0)
 	t0 = time.Now()
 

@@ -20,7 +20,8 @@
 //     whose SHA-256 the bundle manifest signs);
 //   - the device's kernel (Debian bookworm's Linux 6.1) would mount the data
 //     partition: its jbd2 refuses a journal whose commit block is torn,
-//     which e2fsck accepts (jbd2.go);
+//     which e2fsck accepts, so the check does what the initramfs does
+//     (rootfs/jbd2: Repair drops the torn commit block, then Check);
 //   - the data partition, after the journal replay every mount does, passes
 //     e2fsck -fn, and every record the test workload fsync'd before the cut
 //     is there, intact;

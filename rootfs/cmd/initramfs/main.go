@@ -29,6 +29,7 @@ import (
 	"github.com/bulkhead-os/bulkhead/rootfs/console"
 	"github.com/bulkhead-os/bulkhead/rootfs/growfs"
 	"github.com/bulkhead-os/bulkhead/rootfs/initconfig"
+	"github.com/bulkhead-os/bulkhead/rootfs/jbd2"
 	"github.com/bulkhead-os/bulkhead/rootfs/kmod"
 	"github.com/bulkhead-os/bulkhead/rootfs/mounts"
 	"github.com/bulkhead-os/bulkhead/rootfs/parttable"
@@ -310,7 +311,12 @@ func (b *boot) mountRoot(parts map[int]blockdev.Partition) error {
 	dataDir := filepath.Join(newRoot, "data")
 	data := mounts.Mount{Source: dataDev, Target: dataDir, FSType: "ext4", Flags: unix.MS_NOATIME}
 	if err := data.Do(); err != nil {
-		return fmt.Errorf("data partition: %w", err)
+		if !b.repairJournal(dataDev) {
+			return fmt.Errorf("data partition: %w", err)
+		}
+		if err := data.Do(); err != nil {
+			return fmt.Errorf("data partition, after dropping a torn journal commit: %w", err)
+		}
 	}
 	b.log.Info("mounted data", "dev", dataDev)
 	b.growFilesystem(dataDir, dataDev)
@@ -334,6 +340,28 @@ func (b *boot) mountRoot(parts map[int]blockdev.Partition) error {
 // growFilesystem grows the data filesystem to fill its partition. ext4's
 // online resize journals each step, so a power cut leaves a smaller but
 // consistent filesystem and the next boot finishes the job.
+// repairJournal drops a journal commit block torn by a power cut, which
+// Debian's Linux 6.1 refuses to mount (see rootfs/jbd2), and reports
+// whether it did: the mount is then worth another try.
+func (b *boot) repairJournal(dev string) bool {
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		b.log.Error("data journal: open", "dev", dev, "err", err)
+		return false
+	}
+	defer f.Close()
+	v, wrote, err := jbd2.Repair(f)
+	switch {
+	case err != nil:
+		b.log.Error("data journal: repair", "dev", dev, "err", err)
+	case wrote:
+		b.log.Warn("data journal: dropped the torn commit of a transaction a power cut interrupted", "transaction", v.Seq, "dev", dev)
+	case v.Refusal != "":
+		b.log.Error("data journal: the kernel refuses it and it is not a torn commit", "why", v.Refusal)
+	}
+	return wrote
+}
+
 func (b *boot) growFilesystem(dir, dev string) {
 	stop := make(chan struct{})
 	if b.wd != nil {
