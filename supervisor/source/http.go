@@ -57,10 +57,27 @@ func (h *HTTP) Open(ctx context.Context) (io.ReadCloser, int64, error) {
 		c = DefaultClient
 	}
 	r := &rangeReader{ctx: ctx, client: c, url: h.URL, header: h.Header, retry: h.Retry.orDefault(), size: -1}
-	if err := r.connect(); err != nil {
-		return nil, -1, err
+	// The first connection is retried like a resumption: after a power
+	// cut the supervisor restarts an interrupted download at boot, often
+	// before DHCP has configured the link.
+	for {
+		err := r.connect()
+		if err == nil {
+			return r, r.size, nil
+		}
+		var pe permanentError
+		if errors.As(err, &pe) {
+			return nil, -1, err
+		}
+		r.fails++
+		if r.fails >= r.retry.Attempts {
+			return nil, -1, fmt.Errorf("download %s: gave up after %d attempts: %w", r.url, r.fails, err)
+		}
+		slog.Info("download: cannot connect, retrying", "url", r.url, "attempt", r.fails, "err", err)
+		if err := r.retry.wait(ctx, r.fails-1); err != nil {
+			return nil, -1, err
+		}
 	}
-	return r, r.size, nil
 }
 
 // permanentError marks a failure that retrying cannot fix.

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -329,5 +330,45 @@ func TestHTTPSVerifiesCertificates(t *testing.T) {
 	got, _, err := readAll(t, &HTTP{URL: srv.URL, Client: srv.Client(), Retry: fastRetry})
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("TLS download: %v", err)
+	}
+}
+
+// TestHTTPWaitsForTheNetworkAtStart: a download restarted at boot (after
+// a power cut) may start before the link is up; the first connection is
+// retried like any resumption, and a server that never answers ends it.
+func TestHTTPWaitsForTheNetworkAtStart(t *testing.T) {
+	// A port nothing listens on yet: connection refused, as before DHCP.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	data := payload(4096)
+	go func() {
+		time.Sleep(30 * time.Millisecond)
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return
+		}
+		http.Serve(l, &dropper{data: data, ranges: true})
+	}()
+	got, _, err := readAll(t, &HTTP{URL: "http://" + addr + "/b.bundle", Retry: Retry{Attempts: 8, Backoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Stall: time.Second}})
+	if err != nil {
+		t.Fatalf("download once the server comes up: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Errorf("got %d bytes, want the %d served", len(got), len(data))
+	}
+
+	l, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := l.Addr().String()
+	l.Close()
+	_, _, err = readAll(t, &HTTP{URL: "http://" + dead + "/b.bundle", Retry: fastRetry})
+	if err == nil || !strings.Contains(err.Error(), "gave up after 5 attempts") {
+		t.Errorf("download from a server that never comes up: %v, want it to give up after %d attempts", err, fastRetry.Attempts)
 	}
 }
