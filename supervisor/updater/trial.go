@@ -27,6 +27,21 @@ func (u *Updater) Resume(ctx context.Context) error {
 
 	switch phase {
 	case PhaseIdle, PhaseCommitted, PhaseRolledBack:
+		if phase == PhaseCommitted && boot.Trial && bs.Trial == boot.Slot && bs.Committed != boot.Slot && u.lastCommitted() == boot.Slot {
+			// This supervisor committed the slot it runs, yet the boot
+			// state says it is on trial: the copy with the commit was
+			// lost (corrupted on the medium) and the older copy, with
+			// the trial, won. Committing again keeps the bootloader from
+			// falling back to the old version after the tries.
+			if err := bootloader.CheckCommit(bs, boot.Slot, boot.Trial); err != nil {
+				return fmt.Errorf("resume: re-commit slot %s: %w", boot.Slot, err)
+			}
+			if err := u.cfg.BootState.Commit(); err != nil {
+				return fmt.Errorf("resume: re-commit slot %s: %w", boot.Slot, err)
+			}
+			u.log.Warn("the boot state had lost the commit of the running slot: committed it again", "slot", boot.Slot, "boot_state", bs.String())
+			return nil
+		}
 		// A rolled-back (or abandoned) trial slot that is still running
 		// must make way for the committed slot: a crash between
 		// recording the rollback and the reboot lands here.
@@ -130,6 +145,17 @@ func (u *Updater) Resume(ctx context.Context) error {
 		return nil
 	}
 	return fmt.Errorf("resume: unknown phase %q in the state file", phase)
+}
+
+// lastCommitted is the slot of the newest outcome if that outcome is a
+// commit (SlotNone otherwise).
+func (u *Updater) lastCommitted() bootloader.Slot {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.st.History) == 0 || u.st.History[0].Result != ResultCommitted {
+		return bootloader.SlotNone
+	}
+	return u.st.History[0].Slot
 }
 
 // observedRollback records that the device did not come back in the trial

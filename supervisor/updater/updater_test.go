@@ -372,3 +372,41 @@ func TestCrashMidStreamStartsOver(t *testing.T) {
 		}
 	}
 }
+
+// TestLostCommitIsCommittedAgain: after a commit, the copy of the boot
+// state holding it is corrupted on the medium, so the older copy (slot b
+// on trial) wins and the bootloader boots b as a trial again. The
+// supervisor, which committed b itself, commits it again instead of
+// letting the tries run out and the device fall back to v1.
+func TestLostCommitIsCommittedAgain(t *testing.T) {
+	f := newFixture(t)
+	f.start(t)
+	f.m.settle()
+	f.wantCommittedV2(t)
+
+	st, _ := f.m.bs.Status()
+	f.m.cancel()
+	f.m.upd.Wait()
+	f.m.bs.Set(bootloader.State{Committed: bootloader.SlotA, Trial: bootloader.SlotB, Tries: 2, Seq: st.Seq - 1})
+	f.m.powerOn()
+	f.m.settle()
+	if !f.m.boot.Trial || f.m.boot.Slot != bootloader.SlotB {
+		t.Fatalf("boot %+v: the test wants a trial boot of b\n%s", f.m.boot, f.m.history())
+	}
+	got, _ := f.m.bs.Status()
+	if got.Committed != bootloader.SlotB || got.Trial != bootloader.SlotNone {
+		t.Errorf("boot state %s after the supervisor started, want b committed again\n%s", got, f.m.history())
+	}
+	f.wantSlotAIntact(t)
+
+	// An update this supervisor did not commit is not committed for it.
+	g := newFixture(t)
+	g.m.cancel()
+	g.m.upd.Wait()
+	g.m.bs.Set(bootloader.State{Committed: bootloader.SlotA, Trial: bootloader.SlotB, Tries: 2, Seq: 5})
+	g.m.powerOn()
+	g.m.settle()
+	if got, _ := g.m.bs.Status(); got.Committed != bootloader.SlotA {
+		t.Errorf("boot state %s: a trial nobody started was committed", got)
+	}
+}
