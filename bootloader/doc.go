@@ -7,7 +7,7 @@
 //
 // The algorithm lives in Decide; UBootScript and GrubConfig are hand
 // translations of it into U-Boot hush and GRUB script, and the tests hold the
-// three together. FORMAT.md beside this file documents the on-disk formats
+// three together. docs/boot-state.md documents the on-disk formats
 // and the kernel command-line keys for readers who do not read Go.
 //
 // What this package must not do: it never writes a root slot, never writes

@@ -77,7 +77,7 @@ var scriptCases = []struct {
 //
 // The one documented difference: grub.cfg's save_env refuses to overwrite a
 // copy whose signature line is damaged, and GRUB then boots the committed
-// slot without a trial and writes nothing (bootloader/FORMAT.md).
+// slot without a trial and writes nothing (docs/boot-state.md).
 func TestBootScriptsDecideLikeTheModel(t *testing.T) {
 	t.Parallel() // its machines share the CPUs with the other boot-state test
 	for _, name := range []string{"qemu-aarch64", "x86_64"} {
