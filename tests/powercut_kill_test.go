@@ -69,7 +69,12 @@ func pcKillLoop(t *testing.T, img *pcImage, d *pcDevice, srv *pcServer, kills in
 		}
 		slices.Sort(aims)
 		armed := false
-		for _, a := range aims {
+		for i, a := range aims {
+			if i > 0 && d.updateEnded(id) {
+				// An earlier cut came after the end: the remaining
+				// aims of this update have nothing left to hit.
+				break
+			}
 			phase := d.aim(a, from, armed, rng)
 			armed = armed || d.stage(from, armed) >= 3 || strings.Contains(d.m.Log(), "phase=ready-to-reboot")
 			synced := d.con.Synced()
@@ -249,6 +254,31 @@ func (d *pcDevice) aim(a int, from int, armed bool, rng *rand.Rand) string {
 	}
 	d.fatal("the update did not reach %s in 15 minutes", phase)
 	return ""
+}
+
+// updateEnded reports whether the supervisor records update id as ended
+// (after a reboot the console no longer shows its end).
+func (d *pcDevice) updateEnded(id string) bool {
+	var st api.Status
+	var err error
+	for range 30 { // the API comes up a little after the ready line
+		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+		st, err = d.api.Status(ctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if err != nil || st.Update.Phase.Busy() {
+		return false
+	}
+	for _, o := range st.Update.History {
+		if o.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 func pcStageName(s int) string {
