@@ -60,24 +60,10 @@ func (h *HTTP) Open(ctx context.Context) (io.ReadCloser, int64, error) {
 	// The first connection is retried like a resumption: after a power
 	// cut the supervisor restarts an interrupted download at boot, often
 	// before DHCP has configured the link.
-	for {
-		err := r.connect()
-		if err == nil {
-			return r, r.size, nil
-		}
-		var pe permanentError
-		if errors.As(err, &pe) {
-			return nil, -1, err
-		}
-		r.fails++
-		if r.fails >= r.retry.Attempts {
-			return nil, -1, fmt.Errorf("download %s: gave up after %d attempts: %w", r.url, r.fails, err)
-		}
-		slog.Info("download: cannot connect, retrying", "url", r.url, "attempt", r.fails, "err", err)
-		if err := r.retry.wait(ctx, r.fails-1); err != nil {
-			return nil, -1, err
-		}
+	if err := r.dial(); err != nil {
+		return nil, -1, err
 	}
+	return r, r.size, nil
 }
 
 // permanentError marks a failure that retrying cannot fix.
@@ -215,6 +201,37 @@ func (r *rangeReader) drop() {
 	}
 }
 
+// dial connects, retrying failures that retrying can fix with back-off
+// while fewer than Retry.Attempts failures in a row (the interruption
+// that led here counts) made no progress.
+func (r *rangeReader) dial() error {
+	var last error
+	for {
+		if r.fails >= r.retry.Attempts {
+			if last == nil {
+				return fmt.Errorf("download %s: gave up after %d attempts without progress at byte %d", r.url, r.fails, r.off)
+			}
+			return fmt.Errorf("download %s: gave up after %d attempts without progress at byte %d: %w", r.url, r.fails, r.off, last)
+		}
+		if r.fails > 0 {
+			if err := r.retry.wait(r.ctx, r.fails); err != nil {
+				return err
+			}
+		}
+		last = r.connect()
+		if last == nil {
+			return nil
+		}
+		var pe permanentError
+		if errors.As(last, &pe) {
+			r.fails = r.retry.Attempts
+			return last
+		}
+		r.fails++
+		slog.Debug("download attempt failed", "url", r.url, "attempt", r.fails, "err", last)
+	}
+}
+
 func (r *rangeReader) Read(p []byte) (int, error) {
 	for {
 		if err := r.ctx.Err(); err != nil {
@@ -226,23 +243,10 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 			return 0, r.eof()
 		}
 		if r.body == nil {
-			if r.fails >= r.retry.Attempts {
-				return 0, fmt.Errorf("download %s: gave up after %d attempts without progress at byte %d", r.url, r.fails, r.off)
-			}
-			if err := r.retry.wait(r.ctx, r.fails); err != nil {
-				return 0, err
-			}
 			r.resumes++
 			slog.Info("resuming download", "url", r.url, "bytes", r.off, "attempt", r.fails+1)
-			if err := r.connect(); err != nil {
-				var pe permanentError
-				if errors.As(err, &pe) {
-					r.fails = r.retry.Attempts
-					return 0, err
-				}
-				r.fails++
-				slog.Debug("download attempt failed", "url", r.url, "err", err)
-				continue
+			if err := r.dial(); err != nil {
+				return 0, err
 			}
 		}
 		if r.size >= 0 && int64(len(p)) > r.size-r.off {

@@ -27,15 +27,12 @@ func (u *Updater) Resume(ctx context.Context) error {
 
 	switch phase {
 	case PhaseIdle, PhaseCommitted, PhaseRolledBack:
-		if phase == PhaseCommitted && boot.Trial && bs.Trial == boot.Slot && bs.Committed != boot.Slot && u.lastCommitted() == boot.Slot {
+		if phase == PhaseCommitted && u.lastCommitted() == boot.Slot && bootloader.CheckCommit(bs, boot.Slot, boot.Trial) == nil {
 			// This supervisor committed the slot it runs, yet the boot
 			// state says it is on trial: the copy with the commit was
 			// lost (corrupted on the medium) and the older copy, with
 			// the trial, won. Committing again keeps the bootloader from
 			// falling back to the old version after the tries.
-			if err := bootloader.CheckCommit(bs, boot.Slot, boot.Trial); err != nil {
-				return fmt.Errorf("resume: re-commit slot %s: %w", boot.Slot, err)
-			}
 			if err := u.cfg.BootState.Commit(); err != nil {
 				return fmt.Errorf("resume: re-commit slot %s: %w", boot.Slot, err)
 			}

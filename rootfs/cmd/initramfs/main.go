@@ -337,9 +337,6 @@ func (b *boot) mountRoot(parts map[int]blockdev.Partition) error {
 	return nil
 }
 
-// growFilesystem grows the data filesystem to fill its partition. ext4's
-// online resize journals each step, so a power cut leaves a smaller but
-// consistent filesystem and the next boot finishes the job.
 // repairJournal drops a journal commit block torn by a power cut, which
 // Debian's Linux 6.1 refuses to mount (see rootfs/jbd2), and reports
 // whether it did: the mount is then worth another try.
@@ -362,6 +359,9 @@ func (b *boot) repairJournal(dev string) bool {
 	return wrote
 }
 
+// growFilesystem grows the data filesystem to fill its partition. ext4's
+// online resize journals each step, so a power cut leaves a smaller but
+// consistent filesystem and the next boot finishes the job.
 func (b *boot) growFilesystem(dir, dev string) {
 	stop := make(chan struct{})
 	if b.wd != nil {
