@@ -248,7 +248,12 @@ func pcRecordAndCheck(t *testing.T, img *pcImage, mode pcMode, kills int) {
 
 	// The replay runs on the host while the kill loop runs the device.
 	// The boots read the log after the replay: it stays open until then.
-	c, log, done, err := rec.Open(t.TempDir(), 2)
+	scratch, rm, err := powercut.MemoryScratch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rm)
+	c, log, done, err := rec.Open(scratch, 2)
 	if err != nil {
 		t.Fatal(err)
 	}

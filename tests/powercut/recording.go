@@ -101,3 +101,21 @@ func (r *Recording) Open(scratch string, workers int) (c *Checker, log *dmlog.Lo
 	}
 	return c, log, done, nil
 }
+
+// MemoryScratch makes a directory for a Checker's ScratchDir, in /dev/shm
+// when the host has a writable one, else in the default temporary
+// directory; remove it with the returned func. Every data check writes a
+// sparse copy of the data partition, lets e2fsck replay its journal and
+// deletes it: on a disk filesystem the block allocation and journaling of
+// these short-lived files cost as much as the checks themselves (the first
+// 3,000 states of the x86_64 enumeration: 48 s on ext4, 29 s on tmpfs).
+// The copies stay small: at most Workers partitions at a time.
+func MemoryScratch() (string, func(), error) {
+	dir, err := os.MkdirTemp("/dev/shm", "bulkhead-powercut-")
+	if err != nil {
+		if dir, err = os.MkdirTemp("", "bulkhead-powercut-"); err != nil {
+			return "", nil, err
+		}
+	}
+	return dir, func() { os.RemoveAll(dir) }, nil
+}

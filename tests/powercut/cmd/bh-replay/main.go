@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -28,27 +29,40 @@ func main() {
 	verbose := flag.Bool("v", false, "print every state")
 	only := flag.String("state", "", "check only the crash state of this name (as reports print it)")
 	dump := flag.String("dump", "", "write the data partition of every checked state (before the journal replay) into this directory")
+	first := flag.Int("first", 0, "with -full: check only the first n enumerated states (to measure the rate)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the checks here")
 	flag.Parse()
 	if *dir == "" {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*dir, *full, *states, *seed, *workers, *fixtures, *dump, *only, *verbose); err != nil {
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bh-replay:", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if err := run(*dir, *full, *states, *first, *seed, *workers, *fixtures, *dump, *only, *verbose); err != nil {
 		fmt.Fprintln(os.Stderr, "bh-replay:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir string, full bool, n int, seed uint64, workers int, fixtures, dump, only string, verbose bool) error {
+func run(dir string, full bool, n, first int, seed uint64, workers int, fixtures, dump, only string, verbose bool) error {
 	rec, err := powercut.LoadRecording(dir)
 	if err != nil {
 		return err
 	}
-	scratch, err := os.MkdirTemp("", "bh-replay-")
+	scratch, rm, err := powercut.MemoryScratch()
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(scratch)
+	defer rm()
 	c, log, done, err := rec.Open(scratch, workers)
 	if err != nil {
 		return err
@@ -85,6 +99,8 @@ func run(dir string, full bool, n int, seed uint64, workers int, fixtures, dump,
 		if len(list) == 0 {
 			return fmt.Errorf("no crash state %q in the enumeration (the same -full and -seed as the run that printed it?)", only)
 		}
+	case full && first > 0:
+		list = all[:min(first, len(all))]
 	case !full && n > 0:
 		list = powercut.Sample(all, n, seed, nil, c.Phase)
 	}
