@@ -487,7 +487,15 @@ func pcBootCrashState(t *testing.T, img *pcImage, rec *powercut.Recording, b pcB
 	r := b.res
 	t.Logf("%s: booting crash state %s (phase %q: boot state %s, boots %s trial=%v, update %s, workload record %d, torn journal commit %d)",
 		img.board.Name, r.Name, r.Phase, r.BootState, r.Boot, r.Trial, r.UpdateBefore, r.Synced, r.Repaired)
-	disk := filepath.Join(t.TempDir(), "crash.img")
+	// Not t.TempDir: the disk grows to about 1 GiB once the supervisor
+	// has rewritten a slot, and make torture boots about 25 states per
+	// board; kept to the end of the test they filled the disk (found 6).
+	dir, err := os.MkdirTemp("", "bulkhead-crash-state-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	disk := filepath.Join(dir, "crash.img")
 	if err := pcCopy(rec.Base, disk); err != nil {
 		t.Fatal(err)
 	}
