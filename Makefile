@@ -63,9 +63,9 @@ test: deps-test go-check
 # fixtures (reported, not fatal: the torture reports the same bugs), the
 # write-log parser's fuzzing, then every enumerated crash state of a recorded
 # update on each QEMU board and 110 random power cuts, with a report in
-# build/torture/ (figures for docs/safety.md). Takes about 4 hours on 2
+# build/torture/ (figures for docs/safety.md). Takes about 2.5 hours on 2
 # cores; TORTURE_BOARD=x86_64 or TORTURE_BOARD=qemu-aarch64 runs one board
-# (its half of the cuts, about 1-2 hours), with report-<board>.md.
+# (its half of the cuts), with report-<board>.md.
 TORTURE_BOARD ?=
 TORTURE_RUN := ^TestPowerCut$$$(if $(TORTURE_BOARD),/^$(TORTURE_BOARD)$$)
 TORTURE_REPORT := build/torture/report$(if $(TORTURE_BOARD),-$(TORTURE_BOARD)).md
