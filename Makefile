@@ -64,8 +64,9 @@ test: deps-test go-check
 # write-log parser's fuzzing, then every enumerated crash state of a recorded
 # update on each QEMU board and 110 random power cuts, with a report in
 # build/torture/ (figures for docs/safety.md). Takes about 2.5 hours on 2
-# cores; TORTURE_BOARD=x86_64 or TORTURE_BOARD=qemu-aarch64 runs one board
-# (its half of the cuts), with report-<board>.md.
+# cores (estimated from a run that stopped near its end); TORTURE_BOARD=x86_64
+# or TORTURE_BOARD=qemu-aarch64 runs one board (its half of the cuts), with
+# report-<board>.md.
 TORTURE_BOARD ?=
 TORTURE_RUN := ^TestPowerCut$$$(if $(TORTURE_BOARD),/^$(TORTURE_BOARD)$$)
 TORTURE_REPORT := build/torture/report$(if $(TORTURE_BOARD),-$(TORTURE_BOARD)).md

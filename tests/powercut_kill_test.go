@@ -259,18 +259,8 @@ func (d *pcDevice) aim(a int, from int, armed bool, rng *rand.Rand) string {
 // updateEnded reports whether the supervisor records update id as ended
 // (after a reboot the console no longer shows its end).
 func (d *pcDevice) updateEnded(id string) bool {
-	var st api.Status
-	var err error
-	for range 30 { // the API comes up a little after the ready line
-		ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
-		st, err = d.api.Status(ctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		time.Sleep(2 * time.Second)
-	}
-	if err != nil || st.Update.Phase.Busy() {
+	st := d.Status(time.Minute) // the API comes up a little after the ready line
+	if st.Update.Phase.Busy() {
 		return false
 	}
 	for _, o := range st.Update.History {

@@ -45,34 +45,38 @@ func main() {
 			fmt.Fprintln(os.Stderr, "bh-replay:", err)
 			os.Exit(1)
 		}
-		defer pprof.StopCPUProfile()
 	}
-	if err := run(*dir, *full, *states, *first, *seed, *workers, *fixtures, *dump, *only, *verbose); err != nil {
+	failed, err := run(*dir, *full, *states, *first, *seed, *workers, *fixtures, *dump, *only, *verbose)
+	pprof.StopCPUProfile() // also when states failed: the profile is complete
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "bh-replay:", err)
+		os.Exit(1)
+	}
+	if failed {
 		os.Exit(1)
 	}
 }
 
-func run(dir string, full bool, n, first int, seed uint64, workers int, fixtures, dump, only string, verbose bool) error {
+func run(dir string, full bool, n, first int, seed uint64, workers int, fixtures, dump, only string, verbose bool) (failed bool, err error) {
 	rec, err := powercut.LoadRecording(dir)
 	if err != nil {
-		return err
+		return false, err
 	}
 	scratch, rm, err := powercut.MemoryScratch()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer rm()
 	c, log, done, err := rec.Open(scratch, workers)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer done()
 	defer c.Close()
 	start := time.Now()
 	audit, err := c.Audit()
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, w := range audit.BootStateWrites {
 		fmt.Println("boot state", w)
@@ -97,7 +101,7 @@ func run(dir string, full bool, n, first int, seed uint64, workers int, fixtures
 			}
 		}
 		if len(list) == 0 {
-			return fmt.Errorf("no crash state %q in the enumeration (the same -full and -seed as the run that printed it?)", only)
+			return false, fmt.Errorf("no crash state %q in the enumeration (the same -full and -seed as the run that printed it?)", only)
 		}
 	case full && first > 0:
 		list = all[:min(first, len(all))]
@@ -126,13 +130,10 @@ func run(dir string, full bool, n, first int, seed uint64, workers int, fixtures
 		}
 	})
 	if err != nil {
-		return err
+		return false, err
 	}
 	b, _ := json.MarshalIndent(rep, "", "  ")
 	fmt.Println(string(b))
 	fmt.Printf("%d states checked in %s, %d failed\n", rep.Checked, time.Since(start).Round(time.Second), rep.Failed)
-	if rep.Failed > 0 || len(audit.Findings) > 0 {
-		os.Exit(1)
-	}
-	return nil
+	return rep.Failed > 0 || len(audit.Findings) > 0, nil
 }
