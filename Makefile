@@ -71,7 +71,7 @@ TORTURE_BOARD ?=
 TORTURE_RUN := ^TestPowerCut$$$(if $(TORTURE_BOARD),/^$(TORTURE_BOARD)$$)
 TORTURE_REPORT := build/torture/report$(if $(TORTURE_BOARD),-$(TORTURE_BOARD)).md
 torture: deps-test go-check
-	-$(GO) test -count=1 -v -run '^TestRegressionFixtures$$' ./tests/powercut/
+	$(GO) test -count=1 -v -run '^TestRegressionFixtures$$' ./tests/powercut/
 	$(GO) test -run '^$$' -fuzz FuzzParseLog -fuzztime 2m -fuzzminimizetime 5s ./tests/powercut/dmlog/
 	BULKHEAD_TORTURE=full BULKHEAD_TORTURE_REPORT=$(TORTURE_REPORT) $(GO) test -count=1 -v -timeout 720m -run '$(TORTURE_RUN)' ./tests/
 

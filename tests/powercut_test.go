@@ -626,8 +626,14 @@ func pcWriteReport(t *testing.T) {
 	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
 		t.Error(err)
 	}
-	js, _ := json.MarshalIndent(pcRun, "", "  ")
-	os.WriteFile(strings.TrimSuffix(path, filepath.Ext(path))+".json", js, 0o644)
+	js, err := json.MarshalIndent(pcRun, "", "  ")
+	if err != nil {
+		t.Errorf("report as JSON: %v", err)
+		return
+	}
+	if err := os.WriteFile(strings.TrimSuffix(path, filepath.Ext(path))+".json", js, 0o644); err != nil {
+		t.Error(err)
+	}
 	t.Logf("report: %s", path)
 }
 
