@@ -63,8 +63,8 @@ test: deps-test go-check
 # fixtures (reported, not fatal: the torture reports the same bugs), the
 # write-log parser's fuzzing, then every enumerated crash state of a recorded
 # update on each QEMU board and 110 random power cuts, with a report in
-# build/torture/ (figures for docs/safety.md). Takes about 2.5 hours on 2
-# cores (estimated from a run that stopped near its end); TORTURE_BOARD=x86_64
+# build/torture/ (figures for docs/safety.md). Took 2 h 5 min on 2 cores
+# (docs/safety.md, "Latest figures"); TORTURE_BOARD=x86_64
 # or TORTURE_BOARD=qemu-aarch64 runs one board (its half of the cuts), with
 # report-<board>.md.
 TORTURE_BOARD ?=
