@@ -57,16 +57,13 @@ test: deps-test go-check
 	$(GO) vet ./...
 	$(GO) test -timeout 80m ./...
 
-# Figures, never assertions: builder and boot (tests/bench), OTA
-# (supervisor), engine, compression. docs/benchmarks.md records them.
 # The full power-cut torture (tests/powercut_test.go): the regression
-# fixtures (reported, not fatal: the torture reports the same bugs), the
-# write-log parser's fuzzing, then every enumerated crash state of a recorded
-# update on each QEMU board and 110 random power cuts, with a report in
-# build/torture/ (figures for docs/safety.md). Took 2 h 5 min on 2 cores
-# (docs/safety.md, "Latest figures"); TORTURE_BOARD=x86_64
-# or TORTURE_BOARD=qemu-aarch64 runs one board (its half of the cuts), with
-# report-<board>.md.
+# fixtures (a failing one stops it), the write-log parser's fuzzing, then
+# every enumerated crash state of a recorded update on each QEMU board and
+# 110 random power cuts, with a report in build/torture/ (figures for
+# docs/safety.md). Took 2 h 5 min on 2 cores (docs/safety.md, "Latest
+# figures"); TORTURE_BOARD=x86_64 or TORTURE_BOARD=qemu-aarch64 runs one
+# board (its half of the cuts), with report-<board>.md.
 TORTURE_BOARD ?=
 TORTURE_RUN := ^TestPowerCut$$$(if $(TORTURE_BOARD),/^$(TORTURE_BOARD)$$)
 TORTURE_REPORT := build/torture/report$(if $(TORTURE_BOARD),-$(TORTURE_BOARD)).md
@@ -75,6 +72,8 @@ torture: deps-test go-check
 	$(GO) test -run '^$$' -fuzz FuzzParseLog -fuzztime 2m -fuzzminimizetime 5s ./tests/powercut/dmlog/
 	BULKHEAD_TORTURE=full BULKHEAD_TORTURE_REPORT=$(TORTURE_REPORT) $(GO) test -count=1 -v -timeout 720m -run '$(TORTURE_RUN)' ./tests/
 
+# Figures, never assertions: builder and boot (tests/bench), OTA
+# (supervisor), engine, compression. docs/benchmarks.md records them.
 bench: deps-test $(BUILDER)
 	$(BUILDER) image -board raspberrypi3 -no-xz -version bench-warmup   # downloads, so the figures exclude them
 	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 60m ./tests/bench/ ./supervisor/... ./engine/integration/ ./builder/compress/
